@@ -1,0 +1,36 @@
+"""The person-search tasks (losses) of ROI-AlignPS* and their kinds, as GALW needs them.
+
+Kind "cls" marks classification-type losses (k = 1 in the uncertainty weighting), "reg"
+regression-type ones (k = 2).
+"""
+
+TASK_KINDS: dict[str, str] = {
+    "rpn_cls": "cls",  # t1
+    "rpn_reg": "reg",  # t2
+    "roi_cls": "cls",  # t3
+    "roi_reg": "reg",  # t4
+    "roi_reid": "cls",  # t5 OIM
+    "fcos_cls": "cls",  # t6 focal
+    "fcos_reg": "reg",  # t7 GIoU
+    "fcos_ctr": "cls",  # t8 centerness BCE
+    "fcos_reid": "cls",  # t9 OIM
+    "fcos_tri": "cls",  # t10 triplet: a ranking loss, not a coordinate regression
+}
+TASKS: tuple[str, ...] = tuple(TASK_KINDS)
+ATTR_TASK = "attr"  # optional t11, binary cross-entropy
+ATTR_KIND = "cls"
+
+# Which branch each task belongs to: the paper's "branch" grouping strategy.
+TASK_BRANCHES: dict[str, str] = {
+    "rpn_cls": "rpn",
+    "rpn_reg": "rpn",
+    "roi_cls": "roi",
+    "roi_reg": "roi",
+    "roi_reid": "roi",
+    "fcos_cls": "fcos",
+    "fcos_reg": "fcos",
+    "fcos_ctr": "fcos",
+    "fcos_reid": "fcos",
+    "fcos_tri": "fcos",
+    ATTR_TASK: "attr",
+}
