@@ -1,0 +1,29 @@
+"""The embedding store: SQLite as the source of truth, FAISS as the derived search index."""
+
+from gallery.records import (
+    FRAME_ID_PATTERN,
+    DetectionInput,
+    DetectionRecord,
+    FrameExists,
+    FrameInput,
+    FrameRecord,
+    GalleryError,
+    GalleryStats,
+    SearchHit,
+    StoreClosed,
+)
+from gallery.store import GalleryStore
+
+__all__ = [
+    "FRAME_ID_PATTERN",
+    "DetectionInput",
+    "DetectionRecord",
+    "FrameExists",
+    "FrameInput",
+    "FrameRecord",
+    "GalleryError",
+    "GalleryStats",
+    "GalleryStore",
+    "SearchHit",
+    "StoreClosed",
+]

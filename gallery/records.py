@@ -1,0 +1,166 @@
+"""Value types of the gallery store: what goes in, what comes out, and its errors."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import numpy as np
+
+# Frame ids end up in URLs and file names, so they are kept to a safe, path-free alphabet.
+FRAME_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+Box = tuple[float, float, float, float]
+
+
+class GalleryError(Exception):
+    """Base class of the store's own errors."""
+
+
+class FrameExists(GalleryError):
+    """A frame with this id is already stored."""
+
+    def __init__(self, frame_id: str) -> None:
+        super().__init__(f"frame {frame_id!r} already exists")
+        self.frame_id = frame_id
+
+
+class StoreClosed(GalleryError):
+    """The store was used after close()."""
+
+
+@dataclass(frozen=True)
+class DetectionInput:
+    """One detected person to store: box in original pixels, detector score, embedding."""
+
+    box: Box
+    score: float
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """One frame to store with its detections; frame_id None means a generated uuid."""
+
+    width: int
+    height: int
+    detections: Sequence[DetectionInput] = ()
+    frame_id: str | None = None
+    camera: str | None = None
+    timestamp: float | None = None
+    image_path: str | None = None
+
+
+@dataclass(frozen=True)
+class DetectionRecord:
+    """A stored detection; its id is also its FAISS id."""
+
+    id: int
+    box: Box
+    score: float
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """A stored frame and its detections."""
+
+    frame_id: str
+    camera: str | None
+    timestamp: float | None
+    width: int
+    height: int
+    image_path: str | None
+    model_id: str
+    created_at: float
+    detections: tuple[DetectionRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result, ranked by cosine similarity to the query."""
+
+    detection_id: int
+    frame_id: str
+    box: Box
+    similarity: float
+    score: float
+    camera: str | None
+    timestamp: float | None
+
+
+@dataclass(frozen=True)
+class GalleryStats:
+    """Counts of the store. Only `model_id`'s vectors are indexed and searched;
+    rows embedded by other models are reported in `other_models` and never searched."""
+
+    model_id: str
+    dim: int
+    frames: int
+    detections: int
+    index_type: str
+    index_size: int
+    index_origin: str
+    other_models: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def coerce_detection(item: DetectionInput | Sequence, dim: int) -> DetectionInput:
+    """Accept a DetectionInput or a (box, score, embedding) tuple; check it; L2-normalise."""
+    if isinstance(item, DetectionInput):
+        box, score, embedding = item.box, item.score, item.embedding
+    else:
+        if len(item) != 3:
+            raise ValueError("a detection is (box, score, embedding)")
+        box, score, embedding = item
+    return DetectionInput(check_box(box), check_score(score), normalise(embedding, dim))
+
+
+def check_box(box: Sequence[float]) -> Box:
+    values = tuple(float(v) for v in box)
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"a box is four finite numbers x1, y1, x2, y2, got {box!r}")
+    x1, y1, x2, y2 = values
+    if x2 < x1 or y2 < y1:
+        raise ValueError(f"box corners out of order: {values}")
+    return values
+
+
+def check_score(score: float) -> float:
+    value = float(score)
+    if not math.isfinite(value):
+        raise ValueError(f"detection score must be finite, got {score!r}")
+    return value
+
+
+def normalise(vector: np.ndarray, dim: int) -> np.ndarray:
+    """Return a float32 unit vector of length dim, or raise ValueError."""
+    array = np.asarray(vector, dtype=np.float32)
+    if array.shape != (dim,):
+        raise ValueError(f"embedding must have shape ({dim},), got {array.shape}")
+    norm = float(np.linalg.norm(array))
+    if not math.isfinite(norm) or norm == 0.0:
+        raise ValueError("embedding must be finite and non-zero")
+    return array / norm
+
+
+def check_frame(frame: FrameInput) -> None:
+    """Validate frame-level fields (detections are checked separately)."""
+    if frame.frame_id is not None and not FRAME_ID_PATTERN.match(frame.frame_id):
+        raise ValueError(
+            f"frame id {frame.frame_id!r} must match {FRAME_ID_PATTERN.pattern} (no paths)"
+        )
+    if int(frame.width) <= 0 or int(frame.height) <= 0:
+        raise ValueError(f"frame size must be positive, got {frame.width}x{frame.height}")
+    if frame.timestamp is not None and not math.isfinite(float(frame.timestamp)):
+        raise ValueError("timestamp must be finite")
+    if frame.image_path is not None:
+        check_relative_path(frame.image_path)
+
+
+def check_relative_path(path: str) -> None:
+    """The store keeps only paths relative to the caller's image directory."""
+    parts = PurePosixPath(path).parts
+    if not path or path.startswith(("/", "\\")) or ".." in parts or ":" in path:
+        raise ValueError(f"image path must be relative and inside the data dir, got {path!r}")

@@ -1,0 +1,402 @@
+"""GalleryStore: frames, detections and embeddings in SQLite, searched through FAISS."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gallery import query, sync
+from gallery.index import IVF, IndexFiles
+from gallery.records import (
+    DetectionInput,
+    DetectionRecord,
+    FrameExists,
+    FrameInput,
+    FrameRecord,
+    GalleryStats,
+    SearchHit,
+    StoreClosed,
+    check_frame,
+    coerce_detection,
+    normalise,
+)
+from gallery.rwlock import ReadWriteLock
+from gallery.schema import connect, migrate
+
+DB_NAME = "gallery.sqlite3"
+# A filtered search first over-fetches from FAISS and filters the hits in SQLite; if the
+# filter is so selective that this keeps failing, it asks SQLite for the matching ids and
+# searches only those (exact, and cheap precisely because few rows match).
+OVERFETCH_FACTOR = 8
+MIN_FETCH = 64
+MAX_OVERFETCH = 8192
+
+_FRAME_ROW = (
+    "SELECT id, camera, timestamp, width, height, image_path, model_id, created_at"
+    " FROM frames WHERE id = ?"
+)
+_DETECTION_ROWS = "SELECT id, x1, y1, x2, y2, score FROM detections WHERE frame_id = ? ORDER BY id"
+
+
+class GalleryStore:
+    """The embedding store. SQLite (WAL) is the source of truth; the FAISS index holds only
+    `model_id`'s vectors, is saved beside the database and is rebuilt or caught up from
+    SQLite when it is missing, stale or damaged. One writer at a time, concurrent readers."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        model_id: str,
+        dim: int,
+        ivf_threshold: int = 100_000,
+        nprobe: int = 32,
+        autosave_every: int = 10_000,
+    ) -> None:
+        if not isinstance(model_id, str) or not model_id:
+            raise ValueError("model_id must be a non-empty string")
+        if int(dim) <= 0 or int(ivf_threshold) <= 0 or int(nprobe) <= 0:
+            raise ValueError("dim, ivf_threshold and nprobe must be positive")
+        self.data_dir = Path(data_dir)
+        self.model_id, self.dim = model_id, int(dim)
+        self.ivf_threshold, self._nprobe = int(ivf_threshold), int(nprobe)
+        self._autosave_every = int(autosave_every)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._db_path = self.data_dir / DB_NAME
+        self._files = IndexFiles.beside(self.data_dir)
+        self._write_lock = threading.Lock()
+        self._index_lock = ReadWriteLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer = connect(self._db_path)
+        try:
+            migrate(self._writer)
+            self._register_model()
+            self._files.remove_leftovers()
+            self._open_index()
+        except BaseException:
+            self._writer.close()
+            raise
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def _register_model(self) -> None:
+        self._writer.execute(
+            "INSERT OR IGNORE INTO models (model_id, dim, created_at) VALUES (?, ?, ?)",
+            (self.model_id, self.dim, time.time()),
+        )
+        (stored_dim,) = self._writer.execute(
+            "SELECT dim FROM models WHERE model_id = ?", (self.model_id,)
+        ).fetchone()
+        if stored_dim != self.dim:
+            raise ValueError(f"model {self.model_id!r} is stored with dim {stored_dim}")
+
+    def _open_index(self) -> None:
+        index, self._index_origin = sync.open_index(
+            self._writer, self._files, self.model_id, self.dim, self.ivf_threshold
+        )
+        index.nprobe = self._nprobe
+        self._index = index
+        self._unsaved = 0
+        if self._index_origin != "loaded":
+            self._save_index()
+
+    def save_index(self) -> None:
+        """Write the index to disk now (it is also saved on close and every so often)."""
+        with self._write_lock:
+            self._check_open()
+            self._save_index()
+
+    def _save_index(self) -> None:
+        # Readers keep searching while the file is written; writers wait for it.
+        with self._index_lock.reading():
+            self._index.save(self._files, self.model_id)
+            self._unsaved = 0
+
+    def close(self) -> None:
+        """Save the index and close every connection; later calls raise StoreClosed."""
+        with self._write_lock:
+            if self._closed:
+                return
+            if self._unsaved:
+                self._save_index()
+            self._closed = True
+            self._writer.close()
+            with self._readers_lock:
+                for connection in self._readers:
+                    connection.close()
+                self._readers.clear()
+
+    def __enter__(self) -> GalleryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("the gallery store is closed")
+
+    def _reader(self) -> sqlite3.Connection:
+        """One read-only connection per thread: WAL readers never block the writer."""
+        self._check_open()
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = connect(self._db_path)
+            connection.execute("PRAGMA query_only=ON")
+            self._local.connection = connection
+            with self._readers_lock:
+                self._readers.append(connection)
+        return connection
+
+    # ---- writes ----------------------------------------------------------------------
+
+    def add_frame(
+        self,
+        *,
+        width: int,
+        height: int,
+        detections: Sequence[DetectionInput | tuple] = (),
+        frame_id: str | None = None,
+        camera: str | None = None,
+        timestamp: float | None = None,
+        image_path: str | None = None,
+    ) -> FrameRecord:
+        """Store one frame and its (box, score, embedding) detections in one transaction,
+        committed before returning. Raises FrameExists or ValueError."""
+        frame = FrameInput(width, height, detections, frame_id, camera, timestamp, image_path)
+        return self.add_frames([frame])[0]
+
+    def add_frames(self, frames: Sequence[FrameInput]) -> list[FrameRecord]:
+        """Store many frames in one transaction (all or none), then index their vectors."""
+        prepared = [self._prepare(frame) for frame in frames]
+        frame_ids = [frame.frame_id for frame, _ in prepared]
+        if len(set(frame_ids)) != len(frame_ids):
+            raise ValueError("duplicate frame ids in one batch")
+        with self._write_lock:
+            self._check_open()
+            records, vectors = self._insert(prepared, time.time())
+            ids = np.array([d.id for r in records for d in r.detections], dtype=np.int64)
+            self._index_add(ids, vectors)
+        return records
+
+    def _prepare(self, frame: FrameInput) -> tuple[FrameInput, list[DetectionInput]]:
+        check_frame(frame)
+        detections = [coerce_detection(item, self.dim) for item in frame.detections]
+        if frame.frame_id is None:
+            frame = dataclasses.replace(frame, frame_id=uuid.uuid4().hex)
+        return frame, detections
+
+    def _insert(
+        self, prepared: list[tuple[FrameInput, list[DetectionInput]]], now: float
+    ) -> tuple[list[FrameRecord], np.ndarray]:
+        connection = self._writer
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            self._refuse_existing([frame.frame_id for frame, _ in prepared])
+            first_id = self._last_detection_id() + 1
+            connection.executemany(
+                "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [self._frame_row(frame, now) for frame, _ in prepared],
+            )
+            connection.executemany(
+                "INSERT INTO detections (frame_id, x1, y1, x2, y2, score, embedding, model_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (frame.frame_id, *d.box, d.score, d.embedding.tobytes(), self.model_id)
+                    for frame, detections in prepared
+                    for d in detections
+                ],
+            )
+            records = self._records(prepared, first_id, now)
+            if self._last_detection_id() != first_id - 1 + sum(len(d) for _, d in prepared):
+                raise RuntimeError("detection ids were not assigned consecutively")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        vectors = [d.embedding for _, detections in prepared for d in detections]
+        return records, np.array(vectors, dtype=np.float32).reshape(-1, self.dim)
+
+    def _refuse_existing(self, frame_ids: list[str]) -> None:
+        row = self._writer.execute(
+            "SELECT id FROM frames WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1",
+            (json.dumps(frame_ids),),
+        ).fetchone()
+        if row is not None:
+            raise FrameExists(row[0])
+
+    def _last_detection_id(self) -> int:
+        row = self._writer.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'detections'"
+        ).fetchone()
+        return 0 if row is None else row[0]
+
+    def _frame_row(self, frame: FrameInput, now: float) -> tuple:
+        timestamp = None if frame.timestamp is None else float(frame.timestamp)
+        return (
+            frame.frame_id,
+            frame.camera,
+            timestamp,
+            int(frame.width),
+            int(frame.height),
+            frame.image_path,
+            self.model_id,
+            now,
+        )
+
+    def _records(
+        self, prepared: list[tuple[FrameInput, list[DetectionInput]]], first_id: int, now: float
+    ) -> list[FrameRecord]:
+        records, next_id = [], first_id
+        for frame, detections in prepared:
+            stored = tuple(
+                DetectionRecord(next_id + i, d.box, d.score) for i, d in enumerate(detections)
+            )
+            next_id += len(detections)
+            row = self._frame_row(frame, now)
+            records.append(FrameRecord(*row, detections=stored))
+        return records
+
+    def _index_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        with self._index_lock.writing():
+            self._index.add(ids, vectors)
+        self._after_change(len(ids))
+
+    def delete_frame(self, frame_id: str) -> bool:
+        """Delete a frame, its detections and their vectors; False if it was not stored."""
+        with self._write_lock:
+            self._check_open()
+            connection = self._writer
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                rows = connection.execute(
+                    "SELECT id FROM detections WHERE frame_id = ? AND model_id = ?",
+                    (frame_id, self.model_id),
+                ).fetchall()
+                deleted = connection.execute("DELETE FROM frames WHERE id = ?", (frame_id,))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            ids = np.array([row[0] for row in rows], dtype=np.int64)
+            with self._index_lock.writing():
+                self._index.remove(ids)
+            self._after_change(len(ids))
+            return deleted.rowcount > 0
+
+    def _after_change(self, changed: int) -> None:
+        """Switch to IVF once the gallery outgrows a flat index; save now and then (the
+        saved index may lag SQLite, and is caught up at the next start)."""
+        self._unsaved += changed
+        if self._index.kind != IVF and self._index.ntotal >= self.ivf_threshold:
+            index = sync.build_index(self._writer, self.model_id, self.dim, use_ivf=True)
+            index.nprobe = self._nprobe
+            with self._index_lock.writing():
+                self._index = index
+            self._save_index()
+        elif self._unsaved >= max(self._autosave_every, self._index.ntotal // 2):
+            self._save_index()
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def search(
+        self,
+        query_embedding: np.ndarray,
+        top_k: int = 10,
+        camera: str | None = None,
+        time_range: tuple[float | None, float | None] | None = None,
+        min_score: float | None = None,
+        min_similarity: float | None = None,
+    ) -> list[SearchHit]:
+        """The top_k stored detections most similar to the query (cosine), best first,
+        among those passing the filters. time_range is inclusive (start, end), either None."""
+        vector = normalise(query_embedding, self.dim)
+        if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if min_similarity is not None and not math.isfinite(float(min_similarity)):
+            raise ValueError("min_similarity must be finite")
+        search_filter = query.SearchFilter.build(camera, time_range, min_score)
+        floor = -math.inf if min_similarity is None else float(min_similarity)
+        connection = self._reader()
+        fetch = int(top_k) if search_filter.empty else max(OVERFETCH_FACTOR * top_k, MIN_FETCH)
+        while True:
+            with self._index_lock.reading():
+                total = self._index.ntotal
+                fetch = min(fetch, total)
+                if fetch == 0:
+                    return []
+                similarities, ids = self._index.search(vector, fetch, exhaustive=fetch >= total)
+            found = ids >= 0
+            similarities, ids = similarities[found], ids[found]
+            hits = query.lookup_hits(connection, ids, similarities, search_filter)
+            passed_floor = len(similarities) > 0 and similarities[-1] < floor
+            hits = [hit for hit in hits if hit.similarity >= floor]
+            if len(hits) >= top_k or fetch >= total or passed_floor:
+                return hits[:top_k]
+            if fetch >= MAX_OVERFETCH:
+                return self._search_matching(connection, vector, top_k, search_filter, floor)
+            fetch *= 4
+
+    def _search_matching(
+        self,
+        connection: sqlite3.Connection,
+        vector: np.ndarray,
+        top_k: int,
+        search_filter: query.SearchFilter,
+        floor: float,
+    ) -> list[SearchHit]:
+        allowed = query.candidate_ids(connection, self.model_id, search_filter)
+        if len(allowed) == 0:
+            return []
+        with self._index_lock.reading():
+            similarities, ids = self._index.search(
+                vector, min(top_k, len(allowed)), exhaustive=True, allowed_ids=allowed
+            )
+        found = ids >= 0
+        hits = query.lookup_hits(connection, ids[found], similarities[found], search_filter)
+        return [hit for hit in hits if hit.similarity >= floor][:top_k]
+
+    def get_frame(self, frame_id: str) -> FrameRecord | None:
+        """A stored frame with its detections, or None."""
+        connection = self._reader()
+        row = connection.execute(_FRAME_ROW, (frame_id,)).fetchone()
+        if row is None:
+            return None
+        detections = tuple(
+            DetectionRecord(d[0], (d[1], d[2], d[3], d[4]), d[5])
+            for d in connection.execute(_DETECTION_ROWS, (frame_id,))
+        )
+        return FrameRecord(*row, detections=detections)
+
+    def stats(self) -> GalleryStats:
+        """Counts per model; only this store's model is indexed and searched."""
+        connection = self._reader()
+        per_model: dict[str, dict[str, int]] = {}
+        for table, key in (("frames", "frames"), ("detections", "detections")):
+            sql = f"SELECT model_id, COUNT(*) FROM {table} GROUP BY model_id"
+            for model_id, count in connection.execute(sql):
+                per_model.setdefault(model_id, {"frames": 0, "detections": 0})[key] = count
+        own = per_model.pop(self.model_id, {"frames": 0, "detections": 0})
+        with self._index_lock.reading():
+            kind, size = self._index.kind, self._index.ntotal
+        return GalleryStats(
+            self.model_id,
+            self.dim,
+            own["frames"],
+            own["detections"],
+            kind,
+            size,
+            self._index_origin,
+            per_model,
+        )
