@@ -1,0 +1,390 @@
+"""GalleryStore against real SQLite and FAISS: search, filters, recovery, crash safety."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gallery import (
+    DetectionInput,
+    FrameExists,
+    FrameInput,
+    GalleryStore,
+    StoreClosed,
+)
+from gallery.store import MAX_OVERFETCH
+
+DIM = 16
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+def make_frames(count: int, per_frame: int = 3, seed: int = 0, prefix: str = "f") -> list:
+    """Frames on cameras c0..c2 at timestamps 0..count-1 with scores spread over [0, 1)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(count):
+        detections = [
+            DetectionInput(
+                (10.0 * j, 5.0, 10.0 * j + 8, 30.0), float(rng.random()), rng.normal(size=DIM)
+            )
+            for j in range(per_frame)
+        ]
+        frames.append(
+            FrameInput(
+                640, 480, detections, f"{prefix}{i}", f"c{i % 3}", float(i), f"frames/{i}.jpg"
+            )
+        )
+    return frames
+
+
+def brute_force(frames: list, query: np.ndarray, keep=lambda frame, det: True) -> list:
+    """(frame id, box, similarity) of every stored detection passing keep, best first."""
+    rows = [
+        (frame.frame_id, det.box, float(unit(det.embedding) @ unit(query)))
+        for frame in frames
+        for det in frame.detections
+        if keep(frame, det)
+    ]
+    return sorted(rows, key=lambda row: -row[2])
+
+
+def hit_rows(hits: list) -> list:
+    return [(hit.frame_id, hit.box, hit.similarity) for hit in hits]
+
+
+def assert_same_ranking(hits: list, expected: list) -> None:
+    assert [(h.frame_id, h.box) for h in hits] == [(e[0], e[1]) for e in expected]
+    np.testing.assert_allclose([h.similarity for h in hits], [e[2] for e in expected], atol=1e-5)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with GalleryStore(tmp_path / "data", "model-a", DIM) as opened:
+        yield opened
+
+
+def test_add_search_get_delete(store: GalleryStore) -> None:
+    frames = make_frames(20)
+    records = store.add_frames(frames)
+    assert [r.frame_id for r in records] == [f.frame_id for f in frames]
+    query = np.random.default_rng(1).normal(size=DIM)
+
+    hits = store.search(query, top_k=7)
+    assert_same_ranking(hits, brute_force(frames, query)[:7])
+    top = hits[0]
+    assert (top.camera, top.timestamp) == (f"c{int(top.timestamp) % 3}", top.timestamp)
+
+    stored = store.get_frame(top.frame_id)
+    assert stored is not None and stored.image_path == f"frames/{int(top.timestamp)}.jpg"
+    assert top.detection_id in [d.id for d in stored.detections]
+
+    assert store.delete_frame(top.frame_id) is True
+    assert store.delete_frame(top.frame_id) is False
+    assert store.get_frame(top.frame_id) is None
+    remaining = [f for f in frames if f.frame_id != top.frame_id]
+    assert_same_ranking(store.search(query, top_k=7), brute_force(remaining, query)[:7])
+    stats = store.stats()
+    assert (stats.frames, stats.detections, stats.index_size) == (19, 57, 57)
+
+
+def test_stored_embedding_finds_itself_and_generated_ids(store: GalleryStore) -> None:
+    embedding = np.random.default_rng(2).normal(size=DIM)
+    store.add_frames(make_frames(10))
+    record = store.add_frame(width=32, height=64, detections=[((1, 2, 3, 4), 0.5, embedding)])
+    assert len(record.frame_id) == 32 and record.model_id == "model-a"
+    hit = store.search(embedding * 3.0, top_k=1)[0]
+    assert hit.frame_id == record.frame_id and hit.similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_filters_match_brute_force(store: GalleryStore) -> None:
+    frames = make_frames(60)
+    store.add_frames(frames)
+    query = np.random.default_rng(3).normal(size=DIM)
+    cases = [
+        (dict(camera="c1"), lambda f, d: f.camera == "c1"),
+        (dict(time_range=(10, 25)), lambda f, d: 10 <= f.timestamp <= 25),
+        (dict(time_range=(None, 4)), lambda f, d: f.timestamp <= 4),
+        (dict(min_score=0.8), lambda f, d: d.score >= 0.8),
+        (
+            dict(camera="c2", time_range=(30, None), min_score=0.3),
+            lambda f, d: f.camera == "c2" and f.timestamp >= 30 and d.score >= 0.3,
+        ),
+    ]
+    for kwargs, keep in cases:
+        expected = brute_force(frames, query, keep)[:10]
+        assert_same_ranking(store.search(query, top_k=10, **kwargs), expected)
+
+    ranked = brute_force(frames, query)
+    floor = (ranked[4][2] + ranked[5][2]) / 2  # midway, clear of float32 rounding
+    assert_same_ranking(store.search(query, top_k=50, min_similarity=floor), ranked[:5])
+    assert store.search(query, top_k=5, camera="nowhere") == []
+
+
+def test_selective_filter_still_returns_top_k(tmp_path: Path) -> None:
+    """Matching rows sit far below the over-fetch window: the store must still find them."""
+    rng = np.random.default_rng(4)
+    query = unit(rng.normal(size=DIM))
+    common = [
+        DetectionInput((0, 0, 1, 1), 0.9, query + 0.3 * rng.normal(size=DIM))
+        for _ in range(MAX_OVERFETCH + 500)
+    ]
+    rare = [
+        DetectionInput((0, 0, 1, 1), 0.9, -query + 0.1 * rng.normal(size=DIM)) for _ in range(4)
+    ]
+    frames = [FrameInput(8, 8, common, "crowd", "busy"), FrameInput(8, 8, rare, "lone", "quiet")]
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        store.add_frames(frames)
+        hits = store.search(query, top_k=3, camera="quiet")
+        assert_same_ranking(hits, brute_force(frames, query, lambda f, d: f.camera == "quiet")[:3])
+        assert len(store.search(query, top_k=10, camera="quiet")) == 4
+
+
+def test_reopen_keeps_gallery_and_index(tmp_path: Path) -> None:
+    frames = make_frames(30)
+    query = np.random.default_rng(5).normal(size=DIM)
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        store.add_frames(frames)
+        before = hit_rows(store.search(query, top_k=10))
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        assert store.stats().index_origin == "loaded"
+        assert hit_rows(store.search(query, top_k=10)) == before
+        assert (
+            store.get_frame("f7").detections == tuple(store.get_frame("f7").detections)
+            and len(store.get_frame("f7").detections) == 3
+        )
+
+
+def _damage(kind: str, data_dir: Path) -> None:
+    index_file, meta_file = data_dir / "index.faiss", data_dir / "index.json"
+    if kind == "missing":
+        index_file.unlink()
+    elif kind == "corrupt":
+        raw = bytearray(index_file.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        index_file.write_bytes(bytes(raw))
+    elif kind == "truncated":
+        index_file.write_bytes(index_file.read_bytes()[:100])
+    elif kind == "bad-meta":
+        meta_file.write_text("{not json")
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "truncated", "bad-meta"])
+def test_damaged_index_is_rebuilt(tmp_path: Path, kind: str) -> None:
+    frames = make_frames(25)
+    query = np.random.default_rng(6).normal(size=DIM)
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        store.add_frames(frames)
+        before = hit_rows(store.search(query, top_k=10))
+    _damage(kind, tmp_path)
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        assert store.stats().index_origin.startswith("rebuilt")
+        assert hit_rows(store.search(query, top_k=10)) == before
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        assert store.stats().index_origin == "loaded"
+
+
+def test_stale_index_is_caught_up(tmp_path: Path) -> None:
+    """An index saved before later adds and deletes is brought up to SQLite at start."""
+    frames = make_frames(30)
+    query = np.random.default_rng(7).normal(size=DIM)
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        store.add_frames(frames[:20])
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for name in ("index.faiss", "index.json"):
+        shutil.copy(tmp_path / name, saved / name)
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        store.add_frames(frames[20:])
+        store.delete_frame("f3")
+        store.delete_frame("f25")
+    for name in ("index.faiss", "index.json"):
+        shutil.copy(saved / name, tmp_path / name)
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        stats = store.stats()
+        assert stats.index_origin == "caught up (+27, -3)"
+        assert stats.index_size == stats.detections == 84
+        kept = [f for f in frames if f.frame_id not in ("f3", "f25")]
+        assert_same_ranking(store.search(query, top_k=10), brute_force(kept, query)[:10])
+
+
+CRASH_WRITER = """
+import sys
+import numpy as np
+from gallery import GalleryStore
+store = GalleryStore(sys.argv[1], "m", {dim}, autosave_every=7)
+for i in range(100_000):
+    rng = np.random.default_rng(i)
+    detections = [((0, 0, 5, 5), 0.5, rng.normal(size={dim})) for _ in range(2)]
+    store.add_frame(frame_id=f"k{{i}}", width=10, height=10, detections=detections)
+    print(f"k{{i}}", flush=True)
+"""
+
+
+def test_acknowledged_frames_survive_sigkill(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", CRASH_WRITER.format(dim=DIM), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    acknowledged = [process.stdout.readline().strip() for _ in range(60)]
+    process.send_signal(signal.SIGKILL)
+    acknowledged += [line.strip() for line in process.stdout if line.strip()]
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+    with GalleryStore(tmp_path, "m", DIM) as store:
+        for frame_id in acknowledged:
+            assert store.get_frame(frame_id) is not None, frame_id
+        stats = store.stats()
+        assert stats.index_size == stats.detections >= 2 * len(acknowledged)
+        last = int(acknowledged[-1][1:])
+        embedding = np.random.default_rng(last).normal(size=DIM)
+        assert store.search(embedding, top_k=1)[0].frame_id == acknowledged[-1]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_models_never_mix(tmp_path: Path) -> None:
+    frames_a = make_frames(10, prefix="a")
+    frames_b = make_frames(5, seed=9, prefix="b")
+    query = np.random.default_rng(10).normal(size=DIM)
+    with GalleryStore(tmp_path, "model-a", DIM) as store:
+        store.add_frames(frames_a)
+    with GalleryStore(tmp_path, "model-b", DIM) as store:
+        stats = store.stats()
+        assert (stats.frames, stats.detections, stats.index_size) == (0, 0, 0)
+        assert stats.other_models == {"model-a": {"frames": 10, "detections": 30}}
+        assert store.search(query, top_k=5) == []
+        store.add_frames(frames_b)
+        assert {h.frame_id[0] for h in store.search(query, top_k=100)} == {"b"}
+        with pytest.raises(FrameExists):
+            store.add_frames(make_frames(1, prefix="a"))
+    with GalleryStore(tmp_path, "model-a", DIM) as store:
+        assert_same_ranking(store.search(query, top_k=30), brute_force(frames_a, query)[:30])
+        assert store.stats().other_models == {"model-b": {"frames": 5, "detections": 15}}
+    with pytest.raises(ValueError, match="dim"):
+        GalleryStore(tmp_path, "model-a", DIM * 2)
+
+
+def test_ivf_above_threshold(tmp_path: Path) -> None:
+    frames = make_frames(120)
+    query = np.random.default_rng(11).normal(size=DIM)
+    # nprobe above the list count makes IVF exhaustive, so results are exactly comparable.
+    with GalleryStore(tmp_path, "m", DIM, ivf_threshold=300, nprobe=1000) as store:
+        store.add_frames(frames[:90])
+        assert store.stats().index_type == "flat"
+        store.add_frames(frames[90:])
+        assert store.stats().index_type == "ivf"
+        assert_same_ranking(store.search(query, top_k=10), brute_force(frames, query)[:10])
+        before = hit_rows(store.search(query, top_k=10, camera="c0"))
+    with GalleryStore(tmp_path, "m", DIM, ivf_threshold=300, nprobe=1) as store:
+        stats = store.stats()
+        assert (stats.index_type, stats.index_origin, stats.index_size) == ("ivf", "loaded", 360)
+        # One probed list holds fewer matches than asked for: the store widens the search.
+        assert hit_rows(store.search(query, top_k=10, camera="c0")) == before
+    with GalleryStore(tmp_path, "m", DIM, ivf_threshold=1000) as store:
+        assert store.stats().index_type == "flat"
+
+
+def test_concurrent_searches_during_ingest(tmp_path: Path) -> None:
+    frames = make_frames(80, per_frame=2)
+    query = np.random.default_rng(12).normal(size=DIM)
+    errors: list[BaseException] = []
+    with GalleryStore(tmp_path, "m", DIM, autosave_every=20) as store:
+        store.add_frames(frames[:10])
+
+        def search_repeatedly() -> None:
+            try:
+                for _ in range(40):
+                    assert len(store.search(query, top_k=5, camera="c1")) == 5
+            except BaseException as error:  # surfaced in the main thread
+                errors.append(error)
+
+        readers = [threading.Thread(target=search_repeatedly) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        for frame in frames[10:]:
+            store.add_frames([frame])
+        for reader in readers:
+            reader.join()
+        assert not errors
+        assert store.stats().index_size == 160
+
+
+def test_failed_batch_stores_nothing(store: GalleryStore) -> None:
+    store.add_frames(make_frames(2))
+    batch = make_frames(3, prefix="new") + make_frames(1)
+    with pytest.raises(FrameExists) as raised:
+        store.add_frames(batch)
+    assert raised.value.frame_id == "f0"
+    assert store.get_frame("new0") is None
+    assert store.stats().detections == store.stats().index_size == 6
+
+
+@pytest.mark.parametrize(
+    ("detection", "message"),
+    [
+        (((0, 0, 1, 1), 0.5, np.ones(DIM + 1)), "shape"),
+        (((0, 0, 1, 1), 0.5, np.zeros(DIM)), "non-zero"),
+        (((0, 0, 1, 1), 0.5, np.full(DIM, np.nan)), "finite"),
+        (((0, 0, 1), 0.5, np.ones(DIM)), "four"),
+        (((5, 0, 1, 1), 0.5, np.ones(DIM)), "order"),
+        (((0, 0, 1, 1), float("inf"), np.ones(DIM)), "score"),
+        (((0, 0, 1, 1), 0.5), "box, score, embedding"),
+    ],
+)
+def test_bad_detections_are_rejected(store: GalleryStore, detection, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        store.add_frame(width=10, height=10, detections=[detection])
+    assert store.stats().frames == 0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(frame_id="../etc/passwd"),
+        dict(frame_id="a/b"),
+        dict(frame_id=""),
+        dict(width=0),
+        dict(image_path="/abs/file.jpg"),
+        dict(image_path="../outside.jpg"),
+        dict(timestamp=float("nan")),
+    ],
+)
+def test_bad_frames_are_rejected(store: GalleryStore, fields: dict) -> None:
+    with pytest.raises(ValueError):
+        store.add_frame(**{"width": 10, "height": 10, **fields})
+
+
+def test_bad_searches_and_closed_store(store: GalleryStore) -> None:
+    store.add_frames(make_frames(2))
+    good = np.ones(DIM)
+    for kwargs in (
+        dict(query_embedding=np.ones(DIM - 1)),
+        dict(query_embedding=good, top_k=0),
+        dict(query_embedding=good, top_k=2.5),
+        dict(query_embedding=good, time_range=(5, 1)),
+        dict(query_embedding=good, min_similarity=float("nan")),
+    ):
+        with pytest.raises(ValueError):
+            store.search(**kwargs)
+    with pytest.raises(ValueError, match="duplicate"):
+        store.add_frames(make_frames(1) + make_frames(1))
+    store.close()
+    with pytest.raises(StoreClosed):
+        store.search(good)
+    with pytest.raises(StoreClosed):
+        store.add_frame(width=1, height=1)
