@@ -1,0 +1,5 @@
+import sys
+
+from galw.cli import main
+
+sys.exit(main())

@@ -1,0 +1,232 @@
+"""Task grouping: by gradient-magnitude slopes (GALW), by hand, by branch, or at random.
+
+Slope strategy (Algorithm 1 of Tian et al.):
+  s_t  = mean over n of (Gamma_{n+1}^t - Gamma_n^t)   (per-epoch magnitudes Gamma),
+  s*_t = sign(s_t) * sigmoid(log |s_t|)  (= s_t / (1 + |s_t|), which is also 0 at s_t = 0),
+then agglomerative clustering of the 1-D scores (Ward linkage by default: in 1-D it minimises
+the within-group variance of the scores) cut into G groups. With G = "auto" the dendrogram is
+cut where the groups are best separated: the G in 2..n-1 with the highest mean silhouette
+(Rousseeuw 1987); merge-height gaps are not used because Ward heights grow with group size,
+which biases a largest-gap rule towards too few groups.
+
+groups.json: ``{"groups": [["task", ...], ...], "slopes": {...}, "scores": {...},
+"strategy": "..."}``; slopes and scores are empty for strategies that do not use them.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+from scipy.cluster import hierarchy
+
+from galw.probe import GalwFileError
+from galw.weighting import check_partition
+
+LINKAGES = ("ward", "average", "complete", "single")
+
+
+@dataclass
+class Grouping:
+    """A partition of the tasks, with the slopes and scores it came from when there are any."""
+
+    groups: list[list[str]]
+    slopes: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    strategy: str = "given"
+
+    def __post_init__(self) -> None:
+        check_partition(self.groups)
+
+    @property
+    def tasks(self) -> list[str]:
+        return [task for group in self.groups for task in group]
+
+    def to_dict(self) -> dict:
+        return {
+            "groups": [list(group) for group in self.groups],
+            "slopes": dict(self.slopes),
+            "scores": dict(self.scores),
+            "strategy": self.strategy,
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def load_grouping(path: str | Path, tasks: Sequence[str] | None = None) -> Grouping:
+    """Read a groups.json, or a bare JSON list of lists of task names (groups by hand).
+
+    With ``tasks``, the groups must partition exactly those tasks.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise GalwFileError(f"cannot read {path}: {error.strerror}") from error
+    except json.JSONDecodeError as error:
+        raise GalwFileError(f"{path} is not valid JSON: {error}") from error
+    if isinstance(data, list):
+        data = {"groups": data}
+    groups = data.get("groups") if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not all(
+        isinstance(g, list) and all(isinstance(t, str) for t in g) for g in groups
+    ):
+        raise GalwFileError(f'{path}: expected {{"groups": [["task", ...], ...]}}')
+    try:
+        check_partition(groups, tasks)
+    except ValueError as error:
+        raise GalwFileError(f"{path}: {error}") from error
+    slopes, scores = data.get("slopes", {}), data.get("scores", {})
+    if not isinstance(slopes, dict) or not isinstance(scores, dict):
+        raise GalwFileError(f"{path}: 'slopes' and 'scores' must be objects")
+    return Grouping(groups, slopes, scores, strategy=str(data.get("strategy", "given")))
+
+
+def compute_slopes(magnitudes: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Mean epoch-to-epoch change of each task's magnitude (pairs with a NaN are left out)."""
+    result = {}
+    for task, values in magnitudes.items():
+        steps = np.diff(np.asarray(values, dtype=float))
+        steps = steps[np.isfinite(steps)]
+        if steps.size == 0:
+            raise ValueError(
+                f"task {task!r} needs magnitudes for at least two consecutive epochs, got {values}"
+            )
+        result[task] = float(steps.mean())
+    return result
+
+
+def slope_score(slope: float) -> float:
+    """s* = sign(s) * sigmoid(log|s|), written as s / (1 + |s|) so that s = 0 gives 0."""
+    return slope / (1.0 + abs(slope))
+
+
+def cluster_scores(
+    values: Sequence[float], n_groups: int | str, linkage: str = "ward"
+) -> list[int]:
+    """Cluster label per value (0..G-1) for a given G or G = "auto" (best silhouette)."""
+    if linkage not in LINKAGES:
+        raise ValueError(f"unknown linkage {linkage!r}; expected one of {LINKAGES}")
+    points = np.asarray(values, dtype=float).reshape(-1, 1)
+    count = len(points)
+    if n_groups != "auto" and not (isinstance(n_groups, Integral) and 1 <= n_groups <= count):
+        raise ValueError(f"number of groups must be 'auto' or 1..{count}, got {n_groups!r}")
+    if count == 1:
+        return [0]
+    tree = hierarchy.linkage(points, method=linkage)
+    if n_groups == "auto":
+        n_groups = _silhouette_cut(points, tree)
+    # cut_tree returns exactly n_groups clusters, unlike fcluster(maxclust) with tied heights
+    return [int(label) for label in hierarchy.cut_tree(tree, n_clusters=n_groups)[:, 0]]
+
+
+def _silhouette_cut(points: np.ndarray, tree: np.ndarray) -> int:
+    """The G in 2..n-1 whose cut has the highest mean silhouette (ties: fewer groups).
+
+    One group when no cut has a positive silhouette (e.g. all scores equal) or n < 3.
+    """
+    count = len(points)
+    distances = np.abs(points - points.T)
+    best_groups, best_score = 1, 0.0
+    for n_groups in range(2, count):
+        labels = hierarchy.cut_tree(tree, n_clusters=n_groups)[:, 0]
+        score = _mean_silhouette(distances, labels)
+        if score > best_score + 1e-12:
+            best_groups, best_score = n_groups, score
+    return best_groups
+
+
+def _mean_silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over points of (b - a) / max(a, b); a point alone in its group scores 0."""
+    values = []
+    for i, label in enumerate(labels):
+        own = labels == label
+        if own.sum() == 1:
+            values.append(0.0)
+            continue
+        inside = distances[i, own].sum() / (own.sum() - 1)
+        outside = min(distances[i, labels == other].mean() for other in set(labels) - {label})
+        largest = max(inside, outside)
+        values.append((outside - inside) / largest if largest > 0 else 0.0)
+    return float(np.mean(values))
+
+
+def group_tasks(
+    magnitudes: Mapping[str, Sequence[float]], n_groups: int | str, linkage: str = "ward"
+) -> Grouping:
+    """GALW grouping from per-epoch magnitudes; groups ordered by mean score, ascending."""
+    task_slopes = compute_slopes(magnitudes)
+    scores = {task: slope_score(s) for task, s in task_slopes.items()}
+    tasks = list(scores)
+    labels = cluster_scores([scores[t] for t in tasks], n_groups, linkage)
+    groups = [
+        [t for t, label in zip(tasks, labels, strict=True) if label == g] for g in set(labels)
+    ]
+    groups.sort(
+        key=lambda group: (float(np.mean([scores[t] for t in group])), tasks.index(group[0]))
+    )
+    return Grouping(groups, task_slopes, scores, strategy=f"slope/{linkage}")
+
+
+def group_by_branch(tasks: Sequence[str], branches: Mapping[str, str]) -> Grouping:
+    """One group per branch, in order of first appearance among ``tasks``."""
+    missing = [task for task in tasks if task not in branches]
+    if missing:
+        raise ValueError(f"no branch given for tasks {missing}")
+    by_branch: dict[str, list[str]] = {}
+    for task in tasks:
+        by_branch.setdefault(branches[task], []).append(task)
+    return Grouping(list(by_branch.values()), strategy="branch")
+
+
+def group_randomly(tasks: Sequence[str], n_groups: int, seed: int = 0) -> Grouping:
+    """A random partition into ``n_groups`` non-empty groups, the same for the same seed."""
+    if not 1 <= n_groups <= len(tasks):
+        raise ValueError(f"number of groups must be 1..{len(tasks)}, got {n_groups}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(tasks))
+    # the first n_groups shuffled tasks seed one group each, so no group is empty
+    labels = np.empty(len(tasks), dtype=int)
+    labels[order[:n_groups]] = np.arange(n_groups)
+    labels[order[n_groups:]] = rng.integers(0, n_groups, size=len(tasks) - n_groups)
+    groups = [
+        [t for t, label in zip(tasks, labels, strict=True) if label == g] for g in range(n_groups)
+    ]
+    groups.sort(key=lambda group: tasks.index(group[0]))
+    return Grouping(groups, strategy=f"random/{seed}")
+
+
+def build_grouping(
+    strategy: str,
+    tasks: Sequence[str],
+    n_groups: int | str = 4,
+    magnitudes: Mapping[str, Sequence[float]] | None = None,
+    branches: Mapping[str, str] | None = None,
+    seed: int = 0,
+    linkage: str = "ward",
+) -> Grouping:
+    """Dispatch on ``strategy``: "slope", "branch", "random", or else a path to a groups file.
+
+    The result always partitions ``tasks``.
+    """
+    if strategy == "slope":
+        if magnitudes is None:
+            raise ValueError("the slope grouping needs the probe's magnitudes")
+        missing = [task for task in tasks if task not in magnitudes]
+        if missing:
+            raise ValueError(f"no magnitudes recorded for tasks {missing}")
+        grouping = group_tasks({t: magnitudes[t] for t in tasks}, n_groups, linkage)
+    elif strategy == "branch":
+        if branches is None:
+            raise ValueError("the branch grouping needs a task -> branch mapping")
+        grouping = group_by_branch(tasks, branches)
+    elif strategy == "random":
+        if n_groups == "auto":
+            raise ValueError("the random grouping needs a number of groups, not 'auto'")
+        grouping = group_randomly(tasks, int(n_groups), seed)
+    else:
+        grouping = load_grouping(strategy, tasks)
+    check_partition(grouping.groups, tasks)
+    return grouping
