@@ -1,0 +1,198 @@
+"""ROI-AlignPS*: a ResNet trunk, the AFA neck with the FCOS re-id head on P3', and the NAE-style
+ROI branch on C4. Training returns the ten unweighted losses; inference returns detections with
+both embeddings, and embeddings of given (query) boxes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import nms
+
+from training.preprocess import PIXEL_MEAN, PIXEL_STD
+
+from . import fcos
+from .backbone import ResNetTrunk, load_backbone_weights
+from .config import ModelConfig, resolve_config
+from .neck import AFANeck
+from .reid_losses import OIMLoss, batch_hard_triplet
+from .roi import ROIHead, ROISampler, build_rpn, roi_losses
+from .tasks import ATTR_TASK
+
+__all__ = ["PersonSearchModel", "build_model"]
+
+
+class PersonSearchModel(nn.Module):
+    def __init__(self, config: ModelConfig, num_ids: int, queue_size: int, attr_dim: int = 0):
+        super().__init__()
+        self.config, self.num_ids, self.queue_size, self.attr_dim = (
+            config,
+            num_ids,
+            queue_size,
+            attr_dim,
+        )
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1))
+        self.backbone = ResNetTrunk(config)
+        c2, c3, c4, c5 = self.backbone.channels
+        self.neck = AFANeck((c3, c4, c5), config.neck_channels)
+        self.fcos_head = fcos.FCOSHead(config.neck_channels, config.head_convs)
+        self.fcos_oim = OIMLoss(
+            num_ids, queue_size, config.neck_channels, config.fcos_oim_scale, config.oim_momentum
+        )
+        self.rpn = build_rpn(config, c4)
+        self.roi_sampler = ROISampler(config.roi_batch, config.roi_pos_fraction)
+        self.roi_head = ROIHead(self.backbone.res5_copy(), (c4, c5), config.roi_emb_dim)
+        self.roi_oim = OIMLoss(
+            num_ids, queue_size, config.roi_emb_dim, config.roi_oim_scale, config.oim_momentum
+        )
+        self.attr_head = nn.Linear(config.neck_channels, attr_dim) if attr_dim > 0 else None
+
+    @property
+    def embedding_dims(self) -> dict[str, int]:
+        return {"alignps": self.config.neck_channels, "roi": self.config.roi_emb_dim}
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Trunk stages conv2..conv4 (layer1..layer3): where GALW probes task gradients."""
+        stages = (self.backbone.layer1, self.backbone.layer2, self.backbone.layer3)
+        return [p for stage in stages for p in stage.parameters() if p.requires_grad]
+
+    def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """C4 and P3' (P3 minus its per-channel spatial mean) of 0..255 RGB images."""
+        x = (images.float() - self.pixel_mean) / self.pixel_std
+        c3, c4, c5 = self.backbone(x)
+        p3 = self.neck(c3, c4, c5)
+        return c4, p3 - p3.mean(dim=(2, 3), keepdim=True)
+
+    def forward(self, images: Tensor, targets: list[dict] | None = None, query_boxes=None):
+        _check_images(images)
+        if self.training:
+            if targets is None or len(targets) != len(images):
+                raise ValueError("training needs one target dict per image")
+            return self.losses(images, targets)
+        return self.infer(images, query_boxes)
+
+    def losses(self, images: Tensor, targets: list[dict]) -> dict[str, Tensor]:
+        targets = [_check_target(t, images.device, self.attr_dim) for t in targets]
+        c4, p3 = self.features(images)
+        cls, ltrb, ctr = self.fcos_head(p3)
+        losses, embeddings, pids, assigned = fcos.fcos_losses(cls, ltrb, ctr, p3, targets)
+        losses["fcos_reid"] = self.fcos_oim(embeddings, pids)
+        losses["fcos_tri"] = batch_hard_triplet(
+            embeddings, pids, self.fcos_oim.lut, self.config.triplet_margin
+        )
+        if self.attr_head is not None:
+            losses[ATTR_TASK] = self._attr_loss(p3, targets, assigned, embeddings)
+        losses.update(self._roi_losses(images, c4, targets))
+        return losses
+
+    def _roi_losses(self, images: Tensor, c4: Tensor, targets: list[dict]) -> dict[str, Tensor]:
+        image_list = ImageList(images, [tuple(images.shape[-2:])] * len(images))
+        proposals, rpn = self.rpn(image_list, {"c4": c4}, [{"boxes": t["boxes"]} for t in targets])
+        rois, fg, pids, deltas = self.roi_sampler(proposals, targets)
+        embeddings, logits, deltas_pred = self.roi_head(c4, rois)
+        losses = {"rpn_cls": rpn["loss_objectness"], "rpn_reg": rpn["loss_rpn_box_reg"]}
+        losses.update(roi_losses(logits, deltas_pred, fg, deltas))
+        losses["roi_reid"] = self.roi_oim(embeddings[fg], pids[fg])
+        return losses
+
+    def _attr_loss(self, p3, targets, assigned, embeddings) -> Tensor:
+        """BCE of attribute logits at positive locations; negative labels mean unknown."""
+        labels = torch.cat([t["attrs"][a] for t, a in zip(targets, assigned, strict=True)])
+        logits = self.attr_head(embeddings)
+        known = labels >= 0
+        if not bool(known.any()):
+            return logits.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(logits[known], labels[known])
+
+    @torch.no_grad()
+    def infer(self, images: Tensor, query_boxes: Tensor | None = None) -> dict[str, Tensor]:
+        if len(images) != 1:
+            raise ValueError(f"inference takes one image at a time, got a batch of {len(images)}")
+        return self.detect_and_embed(images, query_boxes)
+
+    def detect_and_embed(self, images: Tensor, query_boxes: Tensor | None) -> dict[str, Tensor]:
+        """Detections with both embeddings, and both embeddings of the query boxes (traceable)."""
+        if query_boxes is None:
+            query_boxes = images.new_zeros((0, 4), dtype=torch.float32)
+        c4, p3 = self.features(images)
+        cls, ltrb, ctr = self.fcos_head(p3)
+        cfg = self.config
+        boxes, scores, index = fcos.detect(
+            cls, ltrb, ctr, images.shape[-2:], cfg.pre_nms_top, cfg.cls_threshold
+        )
+        keep = nms(boxes, scores, cfg.nms_iou)[: cfg.max_detections]
+        boxes, scores, index = boxes[keep], scores[keep], index[keep]
+        flat_p3 = p3[0].flatten(1).t()
+        query_boxes = query_boxes.float()
+        return {
+            "boxes": boxes,
+            "scores": scores,
+            "emb_alignps": F.normalize(flat_p3[index], dim=1),
+            "emb_roi": self._roi_embed(c4, boxes),
+            "query_alignps": F.normalize(flat_p3[_centre_index(query_boxes, p3)], dim=1),
+            "query_roi": self._roi_embed(c4, query_boxes),
+        }
+
+    def _roi_embed(self, c4: Tensor, boxes: Tensor) -> Tensor:
+        # A leading dummy ROI (dropped after) keeps every op's batch >= 1: ONNX Runtime's
+        # GroupNorm decomposition cannot reshape an empty batch. Eval-mode ops are per-ROI.
+        rois = torch.cat([boxes.new_zeros((boxes.shape[0] + 1, 1)), _with_dummy(boxes)], dim=1)
+        return self.roi_head(c4, rois)[0][1:]
+
+
+def _with_dummy(boxes: Tensor) -> Tensor:
+    return torch.cat([boxes.new_tensor([[0.0, 0.0, 32.0, 32.0]]), boxes], dim=0)
+
+
+def _centre_index(boxes: Tensor, p3: Tensor) -> Tensor:
+    """Row-major P3 location index nearest to each box centre."""
+    height, width = p3.shape[-2:]
+    column = ((boxes[:, 0] + boxes[:, 2]) / 2 / fcos.STRIDE).floor().long()
+    row = ((boxes[:, 1] + boxes[:, 3]) / 2 / fcos.STRIDE).floor().long()
+    column = torch.minimum(column.clamp(min=0), torch.full_like(column, width - 1))
+    row = torch.minimum(row.clamp(min=0), torch.full_like(row, height - 1))
+    return row * width + column
+
+
+def _check_images(images: Tensor) -> None:
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+
+
+def _check_target(target: dict, device: torch.device, attr_dim: int) -> dict:
+    boxes = torch.as_tensor(target["boxes"], dtype=torch.float32, device=device).reshape(-1, 4)
+    pids = torch.as_tensor(target["pids"], dtype=torch.long, device=device).reshape(-1)
+    if len(pids) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(pids)} pids in a target")
+    checked = {"boxes": boxes, "pids": pids}
+    if attr_dim > 0:
+        attrs = target.get("attrs")
+        attrs = (
+            torch.full((len(boxes), attr_dim), -1.0, device=device)
+            if attrs is None
+            else torch.as_tensor(attrs, dtype=torch.float32, device=device)
+        )
+        checked["attrs"] = attrs.reshape(len(boxes), attr_dim)
+    return checked
+
+
+def build_model(
+    config: str | ModelConfig,
+    num_ids: int,
+    queue_size: int,
+    attr_dim: int = 0,
+    backbone_weights: Path | None = None,
+) -> PersonSearchModel:
+    """A ROI-AlignPS* network. With backbone_weights (a torchvision resnet state dict file) the
+    trunk and its res5 copy start from them and the stem and res2 are frozen."""
+    config = resolve_config(config)
+    model = PersonSearchModel(config, num_ids, queue_size, attr_dim)
+    if backbone_weights is not None:
+        load_backbone_weights(model.backbone, Path(backbone_weights))
+        model.roi_head.res5.load_state_dict(model.backbone.layer4.state_dict())
+        model.backbone.freeze_stem_and_res2()
+    return model

@@ -1,0 +1,123 @@
+"""ROI branch on C4 (NAE-style): RPN for training proposals, RoIAlign 14x14, res5 copy,
+norm-aware embedding whose norm is the detection logit, box regression and OIM."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops import box_iou, roi_align
+
+from .config import ModelConfig
+
+C4_SCALE = 1.0 / 16
+ROI_SIZE = 14
+
+
+def build_rpn(config: ModelConfig, c4_channels: int) -> RegionProposalNetwork:
+    """15 anchors per location (5 scales x ratios 0.5/1/2); IoU 0.7/0.3; NMS 0.7."""
+    anchors = AnchorGenerator(sizes=(config.anchor_sizes,), aspect_ratios=((0.5, 1.0, 2.0),))
+    head = RPNHead(c4_channels, anchors.num_anchors_per_location()[0])
+    top_n = {"training": config.rpn_pre_nms, "testing": config.rpn_pre_nms}
+    post = {"training": config.rpn_post_nms, "testing": config.rpn_post_nms}
+    return RegionProposalNetwork(
+        anchors,
+        head,
+        fg_iou_thresh=0.7,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=config.rpn_batch,
+        positive_fraction=0.5,
+        pre_nms_top_n=top_n,
+        post_nms_top_n=post,
+        nms_thresh=0.7,
+    )
+
+
+class NormAwareEmbedding(nn.Module):
+    """Linear+BN projections of both pooled features, concatenated; the L2 norm (through a
+    BatchNorm1d) is the person/background logit and the unit vector is the embedding."""
+
+    def __init__(self, in_channels: tuple[int, int], dim: int) -> None:
+        super().__init__()
+        self.projectors = nn.ModuleList(
+            nn.Sequential(nn.Linear(c, dim // 2), nn.BatchNorm1d(dim // 2)) for c in in_channels
+        )
+        for projector in self.projectors:
+            nn.init.normal_(projector[0].weight, std=0.01)
+            nn.init.zeros_(projector[0].bias)
+        self.rescaler = nn.BatchNorm1d(1)
+
+    def forward(self, pooled: list[Tensor]) -> tuple[Tensor, Tensor]:
+        features = torch.cat([p(x) for p, x in zip(self.projectors, pooled, strict=True)], dim=1)
+        norms = features.norm(dim=1, keepdim=True)
+        embeddings = features / norms.clamp(min=1e-12)
+        return embeddings, self.rescaler(norms).squeeze(1)
+
+
+class ROIHead(nn.Module):
+    """RoIAlign on C4 -> (max pool of C4 features, max pool of res5(C4 features))."""
+
+    def __init__(self, res5: nn.Module, channels: tuple[int, int], dim: int) -> None:
+        super().__init__()
+        self.res5 = res5
+        self.embedding = NormAwareEmbedding(channels, dim)
+        self.bbox_pred = nn.Linear(channels[1], 4)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, c4: Tensor, rois: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """rois: [K, 5] (batch index, x1, y1, x2, y2). Returns embeddings, logits, box deltas."""
+        crops = roi_align(c4, rois, ROI_SIZE, C4_SCALE, sampling_ratio=2, aligned=True)
+        pooled_c4 = crops.amax(dim=(2, 3))
+        pooled_c5 = self.res5(crops).amax(dim=(2, 3))
+        embeddings, logits = self.embedding([pooled_c4, pooled_c5])
+        return embeddings, logits, self.bbox_pred(pooled_c5)
+
+
+class ROISampler:
+    """Matches proposals (plus the ground truth) to boxes at IoU 0.5 and samples a balanced set."""
+
+    def __init__(self, batch_per_image: int, positive_fraction: float) -> None:
+        self.matcher = det_utils.Matcher(0.5, 0.5, allow_low_quality_matches=False)
+        self.sampler = det_utils.BalancedPositiveNegativeSampler(batch_per_image, positive_fraction)
+        self.coder = det_utils.BoxCoder((10.0, 10.0, 5.0, 5.0))
+
+    def __call__(self, proposals: list[Tensor], targets: list[dict]):
+        """Returns rois [K,5], foreground mask [K], pids [K] (-2 for background), deltas [K,4]."""
+        matched_per_image, rois = [], []
+        for boxes, target in zip(proposals, targets, strict=True):
+            gt = target["boxes"]
+            boxes = torch.cat([boxes.detach(), gt])
+            if len(gt) == 0:
+                matched = torch.full((len(boxes),), -1, dtype=torch.long, device=boxes.device)
+            else:
+                matched = self.matcher(box_iou(gt, boxes))
+            matched_per_image.append(matched)
+            rois.append(boxes)
+        positives, negatives = self.sampler([(m >= 0).long() for m in matched_per_image])
+        out_rois, fg, pids, deltas = [], [], [], []
+        per_image = zip(rois, matched_per_image, targets, strict=True)
+        for i, (boxes, matched, target) in enumerate(per_image):
+            chosen = torch.nonzero(positives[i] | negatives[i]).flatten()
+            boxes, matched = boxes[chosen], matched[chosen]
+            is_fg = matched >= 0
+            gt = target["boxes"]
+            matched_boxes = gt[matched.clamp(min=0)] if len(gt) else boxes
+            out_rois.append(torch.cat([boxes.new_full((len(boxes), 1), i), boxes], dim=1))
+            fg.append(is_fg)
+            pid = target["pids"][matched.clamp(min=0)] if len(gt) else matched
+            pids.append(torch.where(is_fg, pid, torch.full_like(pid, -2)))
+            deltas.append(self.coder.encode_single(matched_boxes, boxes))
+        return torch.cat(out_rois), torch.cat(fg), torch.cat(pids), torch.cat(deltas)
+
+
+def roi_losses(logits: Tensor, deltas_pred: Tensor, fg: Tensor, deltas_target: Tensor):
+    """roi_cls: BCE on the norm logit; roi_reg: smooth L1 on foreground deltas / sampled ROIs."""
+    cls_loss = F.binary_cross_entropy_with_logits(logits, fg.float())
+    reg_loss = F.smooth_l1_loss(
+        deltas_pred[fg], deltas_target[fg], beta=1 / 9, reduction="sum"
+    ) / max(len(fg), 1)
+    return {"roi_cls": cls_loss, "roi_reg": reg_loss}
