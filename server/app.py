@@ -1,0 +1,68 @@
+"""The FastAPI application: `create_app(settings)` wires routers, errors, limits, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from server.deps import require_api_key
+from server.limits import BodyLimitMiddleware
+from server.metrics import Metrics, MetricsMiddleware
+from server.problems import install_problem_handlers
+from server.routers import gallery, search, system
+from server.settings import Settings
+from server.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Person search: store camera frames (`POST /gallery`), then find a person given as a crop
+(`POST /search`). Results are boxes in stored frames, ranked by embedding similarity.
+Errors are RFC 9457 problem details (`application/problem+json`).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service. The model and gallery load in the background after start-up:
+    /healthz answers at once, /readyz (and every model route) 503 until loaded."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    state = ServiceState(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(asyncio.to_thread(state.load))
+        try:
+            yield
+        finally:
+            await loading  # a thread cannot be cancelled; let it finish before closing
+            await asyncio.to_thread(state.close)
+
+    app = FastAPI(
+        title="Person search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.service = state
+    metrics.watch_gallery(*_gallery_size(state))
+    install_problem_handlers(app)
+    keyed = [Depends(require_api_key)]
+    app.include_router(system.health)
+    app.include_router(system.protected)
+    app.include_router(gallery.router, dependencies=keyed)
+    app.include_router(search.router, dependencies=keyed)
+    # Outermost first: metrics see every answer, the 413 of the body limit included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _gallery_size(state: ServiceState):
+    def count(field: str) -> float:
+        if state.store is None:
+            return 0.0
+        return float(getattr(state.store.stats(), field))
+
+    return (lambda: count("frames")), (lambda: count("detections"))

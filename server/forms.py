@@ -1,0 +1,97 @@
+"""Reading multipart form values: uploads, boxes, timestamps, per-file fields."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from fastapi import UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from gallery.records import FRAME_ID_PATTERN
+from server.imaging import DecodedImage, decode_image
+from server.problems import Problem
+
+
+async def read_image(
+    upload: UploadFile, name: str, max_bytes: int, max_pixels: int
+) -> DecodedImage:
+    """Read one uploaded file (at most max_bytes) and decode it off the event loop."""
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise Problem(
+            413, "file-too-large", f"{name}: file is over {max_bytes} bytes (PS_MAX_UPLOAD_MB)"
+        )
+    return await run_in_threadpool(decode_image, data, name, max_pixels)
+
+
+def upload_name(upload: UploadFile, field: str, position: int | None = None) -> str:
+    """How errors name an upload: the form field, its position, and the client's file name."""
+    where = field if position is None else f"{field}[{position}]"
+    return f"{where} ({upload.filename})" if upload.filename else where
+
+
+def parse_box(text: str, width: int, height: int) -> tuple[float, float, float, float]:
+    """'x1,y1,x2,y2' inside a width x height image, with x1 < x2 and y1 < y2."""
+    parts = text.split(",")
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise Problem(422, "invalid-box", f"box must be four numbers x1,y1,x2,y2, got {text!r}")
+    x1, y1, x2, y2 = values
+    if not (x1 < x2 and y1 < y2):
+        raise Problem(422, "invalid-box", f"box needs x1 < x2 and y1 < y2, got {text!r}")
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        raise Problem(
+            422, "box-outside-image", f"box {text!r} is not inside the {width}x{height} image"
+        )
+    return x1, y1, x2, y2
+
+
+def parse_timestamp(text: str, field: str = "timestamp") -> float:
+    """Seconds since the Unix epoch, given as a number or an ISO 8601 date-time (UTC if naive)."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise Problem(
+                422,
+                "invalid-number",
+                f"{field} must be Unix seconds or an ISO 8601 date-time, got {text!r}",
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        value = moment.timestamp()
+    if not math.isfinite(value):
+        raise Problem(422, "invalid-number", f"{field} must be finite, got {text!r}")
+    return value
+
+
+def check_frame_id(frame_id: str) -> str:
+    """Frame ids name files and URLs: a path-free alphabet only."""
+    if not FRAME_ID_PATTERN.match(frame_id):
+        raise Problem(
+            422,
+            "invalid-frame-id",
+            f"frame id {frame_id!r} must match {FRAME_ID_PATTERN.pattern} (no paths)",
+        )
+    return frame_id
+
+
+def per_file(values: list[str] | None, count: int, field: str, shared: bool) -> list[str | None]:
+    """Spread a repeated form field over `count` files: none, one per file, or (if `shared`
+    allows) one value for all of them."""
+    if not values:
+        return [None] * count
+    if len(values) == count:
+        return list(values)
+    if shared and len(values) == 1:
+        return list(values) * count
+    allowed = "one value, or one per file" if shared else "one per file"
+    raise Problem(
+        422, "field-count", f"{field}: got {len(values)} values for {count} files ({allowed})"
+    )

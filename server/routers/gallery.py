@@ -1,0 +1,157 @@
+"""POST /gallery and /gallery/frames/{frame_id}: ingesting, reading and deleting frames."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from functools import partial
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile, status
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from gallery.records import FrameRecord
+from server import ingest
+from server.deps import ReadyDep
+from server.engine import Detections
+from server.forms import check_frame_id, parse_timestamp, per_file, read_image, upload_name
+from server.imaging import MEDIA_TYPES, decode_image
+from server.problems import Problem
+from server.schemas import DetectionOut, FrameOut, IngestOut, StatsOut
+
+router = APIRouter(prefix="/gallery", tags=["gallery"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=IngestOut)
+async def add_frames(
+    request: Request,
+    ready: ReadyDep,
+    files: Annotated[list[UploadFile], File(description="one or more frames (JPEG, PNG, ...)")],
+    camera: Annotated[
+        list[str] | None, Form(description="one for all files, or one per file")
+    ] = None,
+    timestamp: Annotated[
+        list[str] | None,
+        Form(description="Unix seconds or ISO 8601; one for all files, or one per file"),
+    ] = None,
+    frame_id: Annotated[
+        list[str] | None, Form(description="one per file; default a generated id")
+    ] = None,
+) -> IngestOut:
+    """Detect the people in each frame and store the frame, its boxes and their embeddings.
+
+    Every file is checked before any is stored, so a 4xx stores nothing. Frames are
+    committed to the store (and their images written under the data dir) before the answer.
+    """
+    settings = ready.state.settings
+    if len(files) > settings.max_files:
+        raise Problem(
+            413,
+            "too-many-files",
+            f"{len(files)} files; at most {settings.max_files} (PS_MAX_FILES)",
+        )
+    pending = await _check_uploads(ready, files, camera, timestamp, frame_id)
+    records = []
+    for frame in pending:
+        found = await ready.state.infer("detect", partial(_detect, ready, frame))
+        records.append(await run_in_threadpool(ingest.commit_frame, ready.state, frame, found))
+    return IngestOut(frames=[_frame_out(request, record) for record in records])
+
+
+async def _check_uploads(
+    ready: ReadyDep,
+    files: list[UploadFile],
+    cameras: list[str] | None,
+    timestamps: list[str] | None,
+    frame_ids: list[str] | None,
+) -> list[ingest.PendingFrame]:
+    settings = ready.state.settings
+    count = len(files)
+    ids = [
+        check_frame_id(given) if given else _new_frame_id()
+        for given in per_file(frame_ids, count, "frame_id", shared=False)
+    ]
+    if len(set(ids)) != len(ids):
+        raise Problem(409, "frame-exists", "the same frame_id is given twice in one request")
+    for frame_id in ids:
+        if await run_in_threadpool(ready.store.get_frame, frame_id) is not None:
+            raise Problem(409, "frame-exists", f"frame {frame_id!r} already exists")
+    times = [
+        None if text is None else parse_timestamp(text)
+        for text in per_file(timestamps, count, "timestamp", shared=True)
+    ]
+    pending = []
+    for position, (upload, frame_id, camera, moment) in enumerate(
+        zip(files, ids, per_file(cameras, count, "camera", shared=True), times, strict=True)
+    ):
+        name = upload_name(upload, "files", position)
+        image = await read_image(upload, name, settings.max_upload_bytes, settings.max_pixels)
+        pending.append(ingest.PendingFrame.of(frame_id, name, image, camera or None, moment))
+    return pending
+
+
+def _detect(ready: ReadyDep, frame: ingest.PendingFrame) -> Detections:
+    image = decode_image(frame.data, frame.name, ready.state.settings.max_pixels)
+    return ready.engine.detect(image.pixels)
+
+
+def _new_frame_id() -> str:
+    return uuid.uuid4().hex
+
+
+@router.get("/stats", response_model=StatsOut)
+async def gallery_stats(ready: ReadyDep) -> StatsOut:
+    """Counts of stored frames and detections, and the index that serves them."""
+    stats = await run_in_threadpool(ready.store.stats)
+    return StatsOut(**asdict(stats))
+
+
+@router.get("/frames/{frame_id}", response_model=FrameOut)
+async def get_frame(request: Request, ready: ReadyDep, frame_id: str) -> FrameOut:
+    """A stored frame's metadata and detections."""
+    return _frame_out(request, await _find_frame(ready, frame_id))
+
+
+@router.get(
+    "/frames/{frame_id}/image",
+    response_class=FileResponse,
+    responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()}}},
+)
+async def get_frame_image(ready: ReadyDep, frame_id: str) -> FileResponse:
+    """The frame's image file, as uploaded."""
+    record = await _find_frame(ready, frame_id)
+    path = ready.state.settings.data_dir / (record.image_path or "")
+    if not record.image_path or not path.is_file():
+        raise Problem(404, "image-missing", f"the image file of frame {frame_id!r} is missing")
+    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
+
+
+@router.delete("/frames/{frame_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_frame(ready: ReadyDep, frame_id: str) -> None:
+    """Delete a frame: its detections leave the search index and its image is removed."""
+    check_frame_id(frame_id)
+    if not await run_in_threadpool(ingest.delete_frame, ready.state, frame_id):
+        raise Problem(404, "unknown-frame", f"no frame {frame_id!r}")
+
+
+async def _find_frame(ready: ReadyDep, frame_id: str) -> FrameRecord:
+    check_frame_id(frame_id)
+    record = await run_in_threadpool(ready.store.get_frame, frame_id)
+    if record is None:
+        raise Problem(404, "unknown-frame", f"no frame {frame_id!r}")
+    return record
+
+
+def _frame_out(request: Request, record: FrameRecord) -> FrameOut:
+    return FrameOut(
+        frame_id=record.frame_id,
+        camera=record.camera,
+        timestamp=record.timestamp,
+        width=record.width,
+        height=record.height,
+        model_id=record.model_id,
+        created_at=record.created_at,
+        image_url=str(request.url_for("get_frame_image", frame_id=record.frame_id)),
+        detections=[DetectionOut(id=d.id, box=d.box, score=d.score) for d in record.detections],
+    )

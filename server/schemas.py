@@ -1,0 +1,84 @@
+"""Response bodies (what /docs shows)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Box = tuple[float, float, float, float]
+BOX_DOC = "x1, y1, x2, y2 in original image pixels"
+
+
+class DetectionOut(BaseModel):
+    id: int = Field(description="detection id, stable for the life of the frame")
+    box: Box = Field(description=BOX_DOC)
+    score: float = Field(description="detector confidence")
+
+
+class FrameOut(BaseModel):
+    frame_id: str
+    camera: str | None
+    timestamp: float | None = Field(description="seconds since the Unix epoch")
+    width: int
+    height: int
+    model_id: str
+    created_at: float
+    image_url: str
+    detections: list[DetectionOut]
+
+
+class IngestOut(BaseModel):
+    frames: list[FrameOut]
+
+
+class SearchHitOut(BaseModel):
+    frame_id: str
+    detection_id: int
+    box: Box = Field(description=BOX_DOC)
+    similarity: float = Field(description="cosine similarity to the query, -1..1")
+    score: float = Field(description="detector confidence of this gallery box")
+    camera: str | None
+    timestamp: float | None
+
+
+class QueryOut(BaseModel):
+    box: Box = Field(description="the box whose embedding was searched, query image pixels")
+    source: Literal["detection", "box"] = Field(
+        description="detection: the detector found the person (IoU >= 0.5 with the asked box); "
+        "box: the asked box was embedded directly"
+    )
+    iou: float | None = Field(description="IoU of the chosen detection with the asked box")
+
+
+class SearchOut(BaseModel):
+    results: list[SearchHitOut]
+    query: QueryOut
+    took_ms: float = Field(description="server time for this search, inference included")
+
+
+class StatsOut(BaseModel):
+    model_id: str
+    dim: int
+    frames: int
+    detections: int
+    index_type: str
+    index_size: int
+    index_origin: str
+    other_models: dict[str, dict[str, int]] = Field(
+        description="rows embedded by other models: kept, never searched"
+    )
+
+
+class ModelOut(BaseModel):
+    model_id: str
+    path: str
+    sha256: str
+    embedding_dim: int
+    min_detection_score: float
+    providers: list[str]
+    card: dict[str, Any] = Field(description="model.json as written by training/export.py")
+
+
+class Status(BaseModel):
+    status: str

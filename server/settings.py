@@ -1,0 +1,61 @@
+"""Service settings, read once from the environment (prefix `PS_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Names accepted in PS_PROVIDERS, in the order ONNX Runtime should try them.
+PROVIDER_NAMES = ("tensorrt", "cuda", "cpu")
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told from outside; see the README for each variable."""
+
+    model_config = SettingsConfigDict(env_prefix="PS_", extra="ignore")
+
+    model: Path = Field(
+        Path("models/demo/model.onnx"), description="model.onnx; its model.json lies beside it"
+    )
+    data_dir: Path = Field(Path("data"), description="gallery database, index and frame images")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: str | None = Field(None, description="when set, X-API-Key is required")
+    max_upload_mb: float = Field(20.0, gt=0, description="largest accepted image file, MiB")
+    max_pixels: int = Field(40_000_000, gt=0, description="largest accepted image, pixels")
+    max_files: int = Field(32, ge=1, description="most image files in one POST /gallery")
+    # A plain comma list, not a JSON array, so it reads naturally in a shell or compose file.
+    providers: str = Field("cuda,cpu", description="ONNX Runtime providers to try, in order")
+    inference_threads: int = Field(1, ge=1, description="concurrent model runs")
+    min_detection_score: float | None = Field(
+        None, ge=0, le=1, description="detections kept at ingest; default from the model card"
+    )
+    log_level: str = "info"
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: str) -> str:
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        if not names or any(name not in PROVIDER_NAMES for name in names):
+            raise ValueError(f"providers must be a comma list of {PROVIDER_NAMES}, got {value!r}")
+        return ",".join(names)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def provider_list(self) -> tuple[str, ...]:
+        return tuple(self.providers.split(","))
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Whole-request limit: every allowed file at full size plus room for the form fields."""
+        return self.max_upload_bytes * self.max_files + 1024 * 1024

@@ -1,0 +1,72 @@
+"""What the running service holds: settings, the engine, the store, the inference pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from gallery.store import GalleryStore
+from server.engine import Engine
+from server.metrics import Metrics
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ServiceState:
+    """Shared by every request. `engine` and `store` are None until load() has finished."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.engine: Engine | None = None
+        self.store: GalleryStore | None = None
+        self.load_error: str | None = None
+        self.frames_dir = settings.data_dir / "frames"
+        # Inference gets its own small pool: ONNX Runtime already spreads one run over the
+        # cores, so a few concurrent runs are plenty and the event loop stays free.
+        self.inference_pool = ThreadPoolExecutor(
+            settings.inference_threads, thread_name_prefix="inference"
+        )
+        # Serialises "write image file + commit frame" and "delete frame + image file".
+        self.write_lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and self.store is not None
+
+    def load(self) -> None:
+        """Open the model (with a warm-up run) and the store; record any failure."""
+        try:
+            engine = Engine(
+                self.settings.model,
+                self.settings.provider_list,
+                self.settings.min_detection_score,
+                cache_dir=self.settings.data_dir / "trt-cache",
+            )
+            engine.warm_up()
+            self.frames_dir.mkdir(parents=True, exist_ok=True)
+            self.store = GalleryStore(
+                self.settings.data_dir, engine.card.model_id, engine.embedding_dim
+            )
+            self.engine = engine
+            log.info("ready: model %s on %s", engine.card.model_id, engine.providers)
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("the service could not load its model or gallery")
+
+    async def infer(self, kind: str, function: Callable[[], T]) -> T:
+        """Run `function` on the inference pool, timing it under `kind`."""
+        loop = asyncio.get_running_loop()
+        with self.metrics.inference_seconds.labels(kind).time():
+            return await loop.run_in_executor(self.inference_pool, function)
+
+    def close(self) -> None:
+        self.inference_pool.shutdown(wait=True)
+        if self.store is not None:
+            self.store.close()
