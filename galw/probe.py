@@ -129,7 +129,8 @@ class GradientProbe:
         """Measure each task's magnitude on this iteration; return the values taken.
 
         Extra loss names are ignored. ``grad_scale`` (e.g. ``GradScaler.get_scale()``) scales
-        the losses before differentiation, against fp16 underflow, and is divided out.
+        the (float32) losses before differentiation, against fp16 underflow in backward, and is
+        divided out.
         """
         missing = [task for task in self.tasks if task not in losses]
         if missing:
@@ -147,7 +148,7 @@ class GradientProbe:
         if not loss.requires_grad:
             return None
         grads = torch.autograd.grad(
-            loss * grad_scale, self.params, retain_graph=True, allow_unused=True
+            loss.float() * grad_scale, self.params, retain_graph=True, allow_unused=True
         )
         with torch.no_grad():
             # an unused tensor (None) has a zero gradient: it adds 0 to the sum, 1 to the count
