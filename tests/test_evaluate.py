@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -386,3 +389,108 @@ def test_missing_frame_counts_as_no_detections():
     assert metrics["missing_gallery_images"] == 1
     assert metrics["mAP"] == 0.0
     assert metrics["det_recall"] == pytest.approx(3 / 5)
+
+
+# ----- the command line on synthetic data in the real on-disk layouts
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "training.evaluate", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module", params=["prw", "cuhk"])
+def synthetic(request, tmp_path_factory) -> tuple[str, Path]:
+    root = tmp_path_factory.mktemp(request.param)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.synth",
+            "--out",
+            str(root),
+            "--format",
+            request.param,
+            "--frames",
+            "60",
+            "--identities",
+            "12",
+            "--cameras",
+            "3",
+            "--seed",
+            "3",
+            "--size",
+            "320x180",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return request.param, root
+
+
+def identity_perfect_results(dataset) -> dict:
+    """Ground-truth boxes, each embedded as a one-hot vector of its person id."""
+    pids = sorted(
+        {int(p) for im in dataset.images for p in im.pids} | {q.pid for q in dataset.queries}
+    )
+    axis = {pid: index for index, pid in enumerate(pids)}
+    one_hot = np.eye(len(pids))
+    gallery = {
+        im.name: {
+            "boxes": im.boxes,
+            "scores": np.ones(len(im.boxes)),
+            "embeddings": one_hot[[axis[int(p)] for p in im.pids]].reshape(-1, len(pids)),
+        }
+        for im in dataset.images
+    }
+    return {
+        "gallery": gallery,
+        "queries": [{"embedding": one_hot[axis[q.pid]]} for q in dataset.queries],
+    }
+
+
+def test_cli_scores_identity_perfect_results_at_one(synthetic, tmp_path):
+    from training.data import load_dataset
+
+    name, root = synthetic
+    results = save_results(
+        identity_perfect_results(load_dataset(name, root, "test")), tmp_path / "R.json"
+    )
+    protocol = ["--cross-camera"] if name == "prw" else ["--gallery-size", "-1"]
+    for extra in ([], protocol):
+        done = run_cli(
+            "--dataset", name, "--data-root", str(root), "--results", str(results), "--json", *extra
+        )
+        assert done.returncode == 0, done.stderr
+        metrics = json.loads(done.stdout)
+        for key in ("mAP", "top1", "top5", "top10", "det_ap", "det_recall", "det_recall_labelled"):
+            assert metrics[key] == 1.0, (extra, key)
+        assert metrics["dataset"] == name
+
+
+def test_cli_table_and_errors(synthetic, tmp_path):
+    from training.data import load_dataset
+
+    name, root = synthetic
+    results = identity_perfect_results(load_dataset(name, root, "test"))
+    good = save_results(results, tmp_path / "good.json")
+    table = run_cli("--dataset", name, "--data-root", str(root), "--results", str(good))
+    assert table.returncode == 0 and "search mAP" in table.stdout and "100.00%" in table.stdout
+
+    short = save_results({**results, "queries": results["queries"][:-1]}, tmp_path / "short.json")
+    done = run_cli("--dataset", name, "--data-root", str(root), "--results", str(short), "--json")
+    assert done.returncode == 1
+    assert "short.json" in done.stderr and "query embeddings" in done.stderr
+
+    other = save_results(
+        {**results, "gallery": {"elsewhere.jpg": results["gallery"].popitem()[1]}},
+        tmp_path / "other.json",
+    )
+    done = run_cli("--dataset", name, "--data-root", str(root), "--results", str(other))
+    assert done.returncode == 1 and "other.json" in done.stderr
+
+    missing = run_cli(
+        "--dataset", name, "--data-root", str(root), "--results", str(tmp_path / "no.json")
+    )
+    assert missing.returncode == 1 and "no.json" in missing.stderr
