@@ -11,10 +11,14 @@ import numpy as np
 
 from gallery.records import SearchHit
 
+# CROSS JOIN fixes the join order: look up the few hit ids by primary key, then their frames.
+# Left to itself SQLite would start from the camera index and walk a tenth of the gallery.
 _HITS = """
 SELECT d.id, d.frame_id, d.x1, d.y1, d.x2, d.y2, d.score, f.camera, f.timestamp
-FROM detections d JOIN frames f ON f.id = d.frame_id
-WHERE d.id IN (SELECT value FROM json_each(?))
+FROM json_each(?) AS hit
+CROSS JOIN detections d ON d.id = hit.value
+CROSS JOIN frames f ON f.id = d.frame_id
+WHERE 1
 """
 _CANDIDATES = """
 SELECT d.id FROM detections d JOIN frames f ON f.id = d.frame_id WHERE d.model_id = ?

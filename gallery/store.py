@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from gallery import query, sync
@@ -36,8 +37,8 @@ DB_NAME = "gallery.sqlite3"
 # A filtered search first over-fetches from FAISS and filters the hits in SQLite; if the
 # filter is so selective that this keeps failing, it asks SQLite for the matching ids and
 # searches only those (exact, and cheap precisely because few rows match).
-OVERFETCH_FACTOR = 8
-MIN_FETCH = 64
+OVERFETCH_FACTOR = 16
+MIN_FETCH = 128
 MAX_OVERFETCH = 8192
 
 _FRAME_ROW = (
@@ -60,7 +61,10 @@ class GalleryStore:
         ivf_threshold: int = 100_000,
         nprobe: int = 32,
         autosave_every: int = 10_000,
+        faiss_threads: int | None = None,
     ) -> None:
+        """faiss_threads sets FAISS's (process-wide) OpenMP thread count; 1 suits a server
+        answering concurrent single-query searches, where threads per query only contend."""
         if not isinstance(model_id, str) or not model_id:
             raise ValueError("model_id must be a non-empty string")
         if int(dim) <= 0 or int(ivf_threshold) <= 0 or int(nprobe) <= 0:
@@ -69,6 +73,8 @@ class GalleryStore:
         self.model_id, self.dim = model_id, int(dim)
         self.ivf_threshold, self._nprobe = int(ivf_threshold), int(nprobe)
         self._autosave_every = int(autosave_every)
+        if faiss_threads is not None:
+            faiss.omp_set_num_threads(int(faiss_threads))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._db_path = self.data_dir / DB_NAME
         self._files = IndexFiles.beside(self.data_dir)
