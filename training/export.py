@@ -96,9 +96,9 @@ def export_onnx(
     if fp16:
         program = _to_fp16(program)
     program.save(str(out_path))
-    card = model_card(model, out_path, embedding, fp16, card_extra or {})
-    out_path.with_name("model.json").write_text(json.dumps(card, indent=2))
-    return card
+    card = json.dumps(model_card(model, out_path, embedding, fp16, card_extra or {}), indent=2)
+    out_path.with_name("model.json").write_text(card)
+    return json.loads(card)
 
 
 def _to_fp16(program):

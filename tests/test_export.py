@@ -1,0 +1,117 @@
+"""ONNX export: the graph runs in ONNX Runtime (CPU) and matches PyTorch; the model card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.export import export_onnx, load_checkpoint_model, main
+from training.model import build_model
+
+torch.set_num_threads(2)
+QUERIES = torch.tensor([[10.0, 20.0, 60.0, 150.0], [130.0, 40.0, 200.0, 220.0]])
+
+
+def _session(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def detecting_export(tmp_path_factory):
+    """Random tiny whose cls bias lets every location through the score filter, exported."""
+    torch.manual_seed(0)
+    model = build_model("tiny", num_ids=4, queue_size=8).eval()
+    with torch.no_grad():
+        model.fcos_head.cls_logits.bias.fill_(1.0)
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    card = export_onnx(model, path, card_extra={"note": "test"})
+    return model, path, card
+
+
+@pytest.mark.parametrize("num_queries", [0, 2])
+def test_onnx_runtime_matches_pytorch(detecting_export, num_queries):
+    model, path, _ = detecting_export
+    image = torch.randint(0, 256, (1, 3, 224, 288), dtype=torch.uint8)  # not the export size
+    boxes = QUERIES[:num_queries]
+    det_boxes, det_scores, det_emb, box_emb = _session(path).run(
+        None, {"image": image.numpy(), "boxes": boxes.numpy()}
+    )
+    with torch.no_grad():
+        ref = model(image, query_boxes=boxes)
+    assert len(det_boxes) > 0
+    np.testing.assert_allclose(det_boxes, ref["boxes"].numpy(), atol=0.5)
+    np.testing.assert_allclose(det_scores, ref["scores"].numpy(), atol=1e-3)
+    ref_det = F.normalize(torch.cat([ref["emb_alignps"], ref["emb_roi"]], 1), dim=1).numpy()
+    ref_box = F.normalize(torch.cat([ref["query_alignps"], ref["query_roi"]], 1), dim=1).numpy()
+    assert det_emb.shape == ref_det.shape == (len(det_boxes), 128)
+    assert box_emb.shape == ref_box.shape == (num_queries, 128)
+    assert np.all(np.sum(det_emb * ref_det, axis=1) >= 0.999)
+    assert np.all(np.sum(box_emb * ref_box, axis=1) >= 0.999)
+
+
+def test_graph_uses_standard_operators_and_card_describes_it(detecting_export):
+    _, path, card = detecting_export
+    graph = onnx.load(str(path))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"DeformConv", "RoiAlign", "NonMaxSuppression"} <= ops
+    assert [i.name for i in graph.graph.input] == ["image", "boxes"]
+    assert [o.name for o in graph.graph.output] == [
+        "det_boxes",
+        "det_scores",
+        "det_embeddings",
+        "box_embeddings",
+    ]
+    on_disk = json.loads(path.with_name("model.json").read_text())
+    assert on_disk == card
+    assert card["onnx_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert card["embedding"] == "concat" and card["embedding_dim"] == 128
+    assert card["size_divisor"] == 32 and card["max_size"] == [1500, 900]
+    assert card["opset"] >= 19 and card["random_weights"] is True and card["note"] == "test"
+    assert path.stat().st_size < 25e6
+
+
+def test_checkpoint_export_with_no_detections_gives_empty_outputs(tmp_path):
+    """An untrained tiny (cls prior 0.01 < 0.05 filter) detects nobody, in PyTorch and ORT."""
+    torch.manual_seed(1)
+    model = build_model("tiny", num_ids=3, queue_size=4)
+    checkpoint = tmp_path / "ckpt.pt"
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": "tiny",
+            "num_ids": 3,
+            "queue_size": 4,
+            "attr_dim": 0,
+            "metrics": {"mAP": 0.1},
+            "dataset": "synthetic",
+        },
+        checkpoint,
+    )
+    out = tmp_path / "export" / "model.onnx"
+    assert main(["--checkpoint", str(checkpoint), "--out", str(out), "--embedding", "roi"]) == 0
+    card = json.loads(out.with_name("model.json").read_text())
+    assert card["random_weights"] is False and card["metrics"] == {"mAP": 0.1}
+    assert card["embedding"] == "roi" and card["embedding_dim"] == 64
+    reloaded, _ = load_checkpoint_model(checkpoint)
+    image = torch.randint(0, 256, (1, 3, 128, 160), dtype=torch.uint8)
+    with torch.no_grad():
+        ref = reloaded(image, query_boxes=QUERIES)
+    assert ref["boxes"].shape == (0, 4) and ref["emb_roi"].shape == (0, 64)
+    outputs = _session(out).run(None, {"image": image.numpy(), "boxes": QUERIES.numpy()})
+    assert [o.shape for o in outputs] == [(0, 4), (0,), (0, 64), (2, 64)]
+    np.testing.assert_allclose(outputs[3], ref["query_roi"].numpy(), atol=1e-4)
+    empty = _session(out).run(None, {"image": image.numpy(), "boxes": np.zeros((0, 4), "f4")})
+    assert empty[3].shape == (0, 64)
+
+
+def test_export_needs_a_config_or_a_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "m.onnx")])
+    assert "give --config or --checkpoint" in capsys.readouterr().err
