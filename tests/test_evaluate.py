@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from training.data import load_dataset
 from training.data.base import UNLABELLED, GalleryEntry, ImageRecord, Query
 from training.evaluate import (
     ResultsError,
@@ -394,103 +395,104 @@ def test_missing_frame_counts_as_no_detections():
 # ----- the command line on synthetic data in the real on-disk layouts
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "training.evaluate", *args]
+def run_cli(name: str, root: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
+    # The small synthetic CUHK-SYSU test split only has room for TestG50.mat.
+    size = ["--gallery-size", "50"] if name == "cuhk" and "--gallery-size" not in extra else []
+    command = [sys.executable, "-m", "training.evaluate", "--dataset", name]
+    command += ["--data-root", str(root), "--results", str(results), *size, *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module", params=["prw", "cuhk"])
 def synthetic(request, tmp_path_factory) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp(request.param)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.synth",
-            "--out",
-            str(root),
-            "--format",
-            request.param,
-            "--frames",
-            "60",
-            "--identities",
-            "12",
-            "--cameras",
-            "3",
-            "--seed",
-            "3",
-            "--size",
-            "320x180",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    command = [sys.executable, "-m", "training.synth", "--out", str(root)]
+    command += ["--format", request.param, "--frames", "60", "--identities", "12"]
+    command += ["--cameras", "3", "--seed", "3", "--size", "320x180", "--quiet"]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
     return request.param, root
 
 
 def identity_perfect_results(dataset) -> dict:
     """Ground-truth boxes, each embedded as a one-hot vector of its person id."""
-    pids = sorted(
-        {int(p) for im in dataset.images for p in im.pids} | {q.pid for q in dataset.queries}
-    )
-    axis = {pid: index for index, pid in enumerate(pids)}
-    one_hot = np.eye(len(pids))
+    pids = {int(p) for im in dataset.images for p in im.pids} | {q.pid for q in dataset.queries}
+    axis = {pid: index for index, pid in enumerate(sorted(pids))}
+    one_hot = np.eye(len(axis))
     gallery = {
         im.name: {
             "boxes": im.boxes,
             "scores": np.ones(len(im.boxes)),
-            "embeddings": one_hot[[axis[int(p)] for p in im.pids]].reshape(-1, len(pids)),
+            "embeddings": one_hot[[axis[int(p)] for p in im.pids]].reshape(-1, len(axis)),
         }
         for im in dataset.images
     }
-    return {
-        "gallery": gallery,
-        "queries": [{"embedding": one_hot[axis[q.pid]]} for q in dataset.queries],
-    }
+    queries = [{"embedding": one_hot[axis[q.pid]]} for q in dataset.queries]
+    return {"gallery": gallery, "queries": queries}
 
 
 def test_cli_scores_identity_perfect_results_at_one(synthetic, tmp_path):
-    from training.data import load_dataset
-
     name, root = synthetic
-    results = save_results(
-        identity_perfect_results(load_dataset(name, root, "test")), tmp_path / "R.json"
-    )
+    results = identity_perfect_results(load_dataset(name, root, "test"))
+    path = save_results(results, tmp_path / "R.json")
     protocol = ["--cross-camera"] if name == "prw" else ["--gallery-size", "-1"]
     for extra in ([], protocol):
-        done = run_cli(
-            "--dataset", name, "--data-root", str(root), "--results", str(results), "--json", *extra
-        )
+        done = run_cli(name, root, path, "--json", *extra)
         assert done.returncode == 0, done.stderr
         metrics = json.loads(done.stdout)
         for key in ("mAP", "top1", "top5", "top10", "det_ap", "det_recall", "det_recall_labelled"):
             assert metrics[key] == 1.0, (extra, key)
-        assert metrics["dataset"] == name
+        assert metrics["dataset"] == name and metrics["cross_camera"] == ("--cross-camera" in extra)
+
+
+def test_cli_agrees_with_the_python_api_on_noisy_results(synthetic, tmp_path):
+    name, root = synthetic
+    dataset = load_dataset(name, root, "test")
+    results = identity_perfect_results(dataset)
+    rng = np.random.default_rng(5)
+    for detections in results["gallery"].values():
+        detections["boxes"] = detections["boxes"] + rng.normal(
+            scale=3.0, size=(len(detections["boxes"]), 4)
+        )
+        detections["embeddings"] = detections["embeddings"] + rng.normal(
+            scale=0.4, size=detections["embeddings"].shape
+        )
+        detections["scores"] = rng.random(len(detections["boxes"]))
+    dropped = sorted(results["gallery"])[0]
+    del results["gallery"][dropped]
+    done = run_cli(
+        name, root, save_results(results, tmp_path / "R.json"), "--json", "--det-thresh", "0.3"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no entry for 1 of" in done.stderr
+    expected = evaluate_dataset(
+        dataset, results, gallery_size=50 if name == "cuhk" else None, det_thresh=0.3
+    )
+    assert json.loads(done.stdout) == pytest.approx(expected)
+    assert 0.0 < expected["mAP"] < 1.0 and 0.0 < expected["det_ap"] < 1.0
 
 
 def test_cli_table_and_errors(synthetic, tmp_path):
-    from training.data import load_dataset
-
     name, root = synthetic
     results = identity_perfect_results(load_dataset(name, root, "test"))
-    good = save_results(results, tmp_path / "good.json")
-    table = run_cli("--dataset", name, "--data-root", str(root), "--results", str(good))
+    table = run_cli(name, root, save_results(results, tmp_path / "good.json"))
     assert table.returncode == 0 and "search mAP" in table.stdout and "100.00%" in table.stdout
 
     short = save_results({**results, "queries": results["queries"][:-1]}, tmp_path / "short.json")
-    done = run_cli("--dataset", name, "--data-root", str(root), "--results", str(short), "--json")
+    done = run_cli(name, root, short, "--json")
     assert done.returncode == 1
     assert "short.json" in done.stderr and "query embeddings" in done.stderr
 
-    other = save_results(
-        {**results, "gallery": {"elsewhere.jpg": results["gallery"].popitem()[1]}},
-        tmp_path / "other.json",
-    )
-    done = run_cli("--dataset", name, "--data-root", str(root), "--results", str(other))
-    assert done.returncode == 1 and "other.json" in done.stderr
+    elsewhere = {"elsewhere.jpg": next(iter(results["gallery"].values()))}
+    other = save_results({**results, "gallery": elsewhere}, tmp_path / "other.json")
+    done = run_cli(name, root, other)
+    assert done.returncode == 1 and "other.json" in done.stderr and "none of the" in done.stderr
 
-    missing = run_cli(
-        "--dataset", name, "--data-root", str(root), "--results", str(tmp_path / "no.json")
-    )
-    assert missing.returncode == 1 and "no.json" in missing.stderr
+    done = run_cli(name, root, tmp_path / "no.json")
+    assert done.returncode == 1 and "no.json" in done.stderr
+
+
+def test_cli_refuses_the_other_dataset_s_protocol_options(tmp_path):
+    prw = run_cli("prw", tmp_path, tmp_path / "R.json", "--gallery-size", "100")
+    cuhk = run_cli("cuhk", tmp_path, tmp_path / "R.json", "--cross-camera")
+    assert prw.returncode == cuhk.returncode == 2
+    assert "--gallery-size" in prw.stderr and "--cross-camera" in cuhk.stderr
