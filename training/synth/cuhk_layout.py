@@ -19,9 +19,16 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.io import savemat
 
-from training.synth.matlab import NO_BOX, NOT_HARD, cell_column, idlocate, scalar, struct_row
+from training.synth.matlab import (
+    NO_BOX,
+    NOT_HARD,
+    cell_column,
+    idlocate,
+    save_mat,
+    scalar,
+    struct_row,
+)
 from training.synth.scenes import DatasetPlan, FramePlan, visible_box
 
 GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
@@ -49,13 +56,13 @@ class CUHKWriter:
     def finish(self) -> None:
         annotation = self.root / "annotation"
         images = [self._image_struct(frame) for frame in self.plan.frames]
-        savemat(
+        save_mat(
             annotation / "Images.mat", {"Img": struct_row(images, ("imname", "nAppear", "box"))}
         )
         pool = [self.names[f.index] for f in self.plan.frames if f.split == "test"]
-        savemat(annotation / "pool.mat", {"pool": cell_column(pool)})
+        save_mat(annotation / "pool.mat", {"pool": cell_column(pool)})
         train = [self._identity_struct(pid) for pid in self.plan.train_pids]
-        savemat(self.protocol / "Train.mat", {"Train": cell_column(train)})
+        save_mat(self.protocol / "Train.mat", {"Train": cell_column(train)})
         self._write_protocols()
 
     def _xywh(self, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -116,6 +123,6 @@ class CUHKWriter:
                 for pid, query, gallery in queries
             ]
             name = f"TestG{size}"
-            savemat(
+            save_mat(
                 self.protocol / f"{name}.mat", {name: struct_row(records, ("Query", "Gallery"))}
             )

@@ -6,9 +6,25 @@ arrays, so `scipy.io.loadmat` hands back the same shapes as for the real dataset
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+from scipy.io import savemat
+
+# savemat stamps the creation time into the 116-byte text header; a fixed text keeps the
+# files of one seed byte-identical.
+HEADER = b"MATLAB 5.0 MAT-file, written by training.synth"
+HEADER_BYTES = 116
+
+
+def save_mat(path: Path, variables: dict[str, np.ndarray]) -> None:
+    """savemat with a fixed header text."""
+    buffer = io.BytesIO()
+    savemat(buffer, variables)
+    data = buffer.getvalue()
+    path.write_bytes(HEADER.ljust(HEADER_BYTES, b" ") + data[HEADER_BYTES:])
 
 
 def struct_row(records: Sequence[dict[str, object]], fields: Sequence[str]) -> np.ndarray:

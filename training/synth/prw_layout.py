@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.io import savemat
 
-from training.synth.matlab import cell_column
+from training.synth.matlab import cell_column, save_mat
 from training.synth.scenes import DatasetPlan, FramePlan, visible_box
 
 UNKNOWN_PID = -2
@@ -38,7 +37,7 @@ class PRWWriter:
     def add(self, frame: FramePlan, image: Image.Image) -> None:
         name = self.names[frame.index]
         image.save(self.root / "frames" / f"{name}.jpg", quality=frame.camera.jpeg_quality)
-        savemat(self.root / "annotations" / f"{name}.jpg.mat", {"box_new": self._rows(frame)})
+        save_mat(self.root / "annotations" / f"{name}.jpg.mat", {"box_new": self._rows(frame)})
         for pid, index in self.queries:
             if index == frame.index:
                 crop = image.crop(visible_box(_box_of(frame, pid), self.plan.size))
@@ -47,7 +46,7 @@ class PRWWriter:
     def finish(self) -> None:
         for split in ("train", "test"):
             names = [self.names[f.index] for f in self.plan.frames if f.split == split]
-            savemat(self.root / f"frame_{split}.mat", {f"img_index_{split}": cell_column(names)})
+            save_mat(self.root / f"frame_{split}.mat", {f"img_index_{split}": cell_column(names)})
         lines = []
         for pid, index in self.queries:
             x, y, w, h = self._xywh(_box_of(self.plan.frames[index], pid))

@@ -205,10 +205,10 @@ def _least_busy(rng: np.random.Generator, options: list[int], labelled: list[lis
     return int(rng.choice(candidates))
 
 
-def _sample_height(rng: np.random.Generator, frame_height: int) -> float:
+def _sample_height(rng: np.random.Generator, frame_height: int, scale: float = 1.0) -> float:
     """Person height in pixels: PRW's skewed height distribution, floored at a visible size."""
     z = rng.standard_normal()
-    height = frame_height * 0.155 * np.exp(z * (0.37 if z < 0 else 0.66))
+    height = scale * frame_height * 0.155 * np.exp(z * (0.37 if z < 0 else 0.66))
     floor = max(MIN_PERSON_PX, 0.04 * frame_height)
     if height < floor:
         height = floor * rng.uniform(1.0, 1.3)
@@ -219,8 +219,8 @@ def _feet_y(rng: np.random.Generator, camera: Camera, frame_height: int, height:
     """Ground contact for a person of this height: taller means nearer means lower in frame."""
     horizon = camera.horizon * frame_height
     gain = 0.95 * frame_height / (frame_height - horizon)  # the tallest stand at the bottom
-    feet = horizon + height / gain + rng.normal(0, 0.04 * height)
-    return float(np.clip(feet, height, frame_height))
+    feet = float(horizon + height / gain + rng.normal(0, 0.04 * height))
+    return min(max(feet, height), frame_height)
 
 
 def _sample_props(
@@ -246,15 +246,23 @@ def _place_people(
     walkers: list[tuple[int | None, Appearance]],
     props: tuple[Prop, ...],
 ) -> tuple[Person, ...]:
-    """Place labelled walkers always (least-hidden spot if crowded), others only where they fit."""
+    """Place labelled walkers always (least-hidden spot if crowded), others only where they fit.
+
+    Spots are drawn until one hides no one too much (rejection sampling, 12 tries).
+    """
     occluders = [prop.box for prop in props]
     people: list[Person] = []
     for pid, appearance in walkers:
-        candidates = [_sample_person(rng, size, camera, pid, appearance) for _ in range(12)]
-        costs = [_crowding(c.box, [p.box for p in people], occluders) for c in candidates]
-        best = int(np.argmin(costs))
-        if costs[best] <= MAX_COVERAGE or pid is not None:
-            people.append(candidates[best])
+        best, best_cost = None, float("inf")
+        for _ in range(12):
+            candidate = _sample_person(rng, size, camera, pid, appearance)
+            cost = _crowding(candidate.box, [p.box for p in people], occluders)
+            if cost < best_cost:
+                best, best_cost = candidate, cost
+            if cost <= MAX_COVERAGE:
+                break
+        if best_cost <= MAX_COVERAGE or pid is not None:
+            people.append(best)
     return tuple(people)
 
 
@@ -266,7 +274,7 @@ def _sample_person(
     appearance: Appearance,
 ) -> Person:
     width, height = size
-    body_h = min(_sample_height(rng, height) * appearance.height_scale, 0.95 * height)
+    body_h = _sample_height(rng, height, appearance.height_scale)
     feet = _feet_y(rng, camera, height, body_h)
     body_w = body_h * BUILD_ASPECT[appearance.build] * rng.uniform(0.93, 1.07)
     x1 = rng.uniform(-0.25 * body_w, width - 0.75 * body_w)
@@ -275,7 +283,7 @@ def _sample_person(
         appearance=appearance,
         pid=pid,
         box=box,
-        facing=str(rng.choice(FACINGS)),
+        facing=FACINGS[rng.integers(len(FACINGS))],
         stride=float(rng.uniform(0, 1)),
         shade=float(rng.uniform(0.85, 1.1)),
     )
