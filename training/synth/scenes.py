@@ -36,6 +36,8 @@ MIN_PERSON_PX = 30
 class Camera:
     index: int  # 1-based, as in PRW's c1..c6
     horizon: float  # y of the horizon as a fraction of the frame height
+    near: float  # height of a person standing on the bottom row, as a fraction of the frame's
+    far: float  # height of a person standing on the horizon, as a fraction of the frame's
     gains: tuple[float, float, float]  # per-channel colour cast
     blur: float  # Gaussian blur radius in pixels
     noise: float  # sensor noise standard deviation in grey levels
@@ -144,7 +146,9 @@ def _validate(
 def _sample_camera(rng: np.random.Generator, index: int) -> Camera:
     return Camera(
         index=index,
-        horizon=float(rng.uniform(0.12, 0.35)),
+        horizon=float(rng.uniform(0.1, 0.3)),
+        near=float(rng.uniform(0.45, 0.95)),
+        far=float(rng.uniform(0.04, 0.08)),
         gains=tuple(float(g) for g in rng.uniform(0.85, 1.15, size=3)),
         blur=float(rng.uniform(0.0, 0.9)),
         noise=float(rng.uniform(1.0, 5.0)),
@@ -205,22 +209,36 @@ def _least_busy(rng: np.random.Generator, options: list[int], labelled: list[lis
     return int(rng.choice(candidates))
 
 
-def _sample_height(rng: np.random.Generator, frame_height: int, scale: float = 1.0) -> float:
-    """Person height in pixels: PRW's skewed height distribution, floored at a visible size."""
-    z = rng.standard_normal()
-    height = scale * frame_height * 0.155 * np.exp(z * (0.37 if z < 0 else 0.66))
+def _sample_height(
+    rng: np.random.Generator, camera: Camera, frame_height: int, scale: float = 1.0
+) -> float:
+    """Person height in pixels: PRW's skewed height distribution, floored at a visible size.
+
+    Heights the camera cannot show (taller than a person on its bottom row) are drawn again.
+    """
+    ceiling = camera.near * frame_height
+    for _ in range(8):
+        z = rng.standard_normal()
+        height = scale * frame_height * 0.155 * np.exp(z * (0.37 if z < 0 else 0.66))
+        if height <= ceiling:
+            break
+    height = min(height, ceiling)
     floor = max(MIN_PERSON_PX, 0.04 * frame_height)
     if height < floor:
         height = floor * rng.uniform(1.0, 1.3)
-    return float(min(height, 0.92 * frame_height))
+    return float(height)
 
 
 def _feet_y(rng: np.random.Generator, camera: Camera, frame_height: int, height: float) -> float:
-    """Ground contact for a person of this height: taller means nearer means lower in frame."""
+    """Ground contact for a person of this height: taller means nearer means lower in frame.
+
+    Height grows linearly from `far` on the horizon to `near` on the bottom row (a flat ground
+    plane seen by a pinhole camera).
+    """
     horizon = camera.horizon * frame_height
-    gain = 0.95 * frame_height / (frame_height - horizon)  # the tallest stand at the bottom
-    feet = float(horizon + height / gain + rng.normal(0, 0.04 * height))
-    return min(max(feet, height), frame_height)
+    gain = (camera.near - camera.far) * frame_height / (frame_height - horizon)
+    feet = horizon + (height - camera.far * frame_height) / gain + rng.normal(0, 0.03 * height)
+    return float(min(max(feet, horizon + 0.02 * height, height), frame_height))
 
 
 def _sample_props(
@@ -230,7 +248,7 @@ def _sample_props(
     props = []
     for _ in range(int(count)):
         kind = str(rng.choice(PROP_KINDS))
-        person_h = _sample_height(rng, height)
+        person_h = _sample_height(rng, camera, height)
         feet = _feet_y(rng, camera, height, person_h)
         box_w, box_h = (s * person_h for s in PROP_SHAPE[kind])
         x1 = rng.uniform(-0.3 * box_w, width - 0.7 * box_w)
@@ -274,7 +292,7 @@ def _sample_person(
     appearance: Appearance,
 ) -> Person:
     width, height = size
-    body_h = _sample_height(rng, height, appearance.height_scale)
+    body_h = _sample_height(rng, camera, height, appearance.height_scale)
     feet = _feet_y(rng, camera, height, body_h)
     body_w = body_h * BUILD_ASPECT[appearance.build] * rng.uniform(0.93, 1.07)
     x1 = rng.uniform(-0.25 * body_w, width - 0.75 * body_w)
