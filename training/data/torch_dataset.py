@@ -1,0 +1,154 @@
+"""Training images as torch batches: multi-scale resize, horizontal flip, padding to 32.
+
+Every random choice is a function of (seed, epoch, image index): the batch order of an epoch
+comes from (seed, epoch) and each image's scale and flip from (seed, epoch, index). So a run
+resumed in the middle of an epoch sees exactly the batches an uninterrupted run would, however
+many loader workers there are, and the loader needs no RNG state of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from training.data.base import ImageRecord
+from training.preprocess import SIZE_DIVISOR, fit_scale, load_rgb
+
+# One sample's key: (epoch, index into the records). The epoch picks the augmentation.
+SampleKey = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ScaleRange:
+    """Multi-scale training: the long side is drawn uniformly from [min_long, max_long].
+
+    The short-side limit follows at the same short/long ratio as the test size (the reference
+    trains at 667x400 .. 2000x1200 for a 1500x900 test size).
+    """
+
+    min_long: int
+    max_long: int
+    short_ratio: float = 0.6
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_long <= self.max_long:
+            raise ValueError(f"bad training size range {self.min_long}..{self.max_long}")
+
+    def sample(self, rng: np.random.Generator) -> tuple[int, int]:
+        long_side = int(rng.integers(self.min_long, self.max_long + 1))
+        return long_side, max(1, round(long_side * self.short_ratio))
+
+
+class TrainImages(Dataset):
+    """Person-search training images; item = (uint8 [3, h, w] RGB, target dict).
+
+    target: "boxes" float32 [N, 4] x1y1x2y2 in the resized image's pixels, "pids" int64 [N].
+    Images without boxes are left out (they carry no training signal for these losses).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        scales: ScaleRange,
+        seed: int,
+        flip_prob: float = 0.5,
+    ) -> None:
+        self.records = [record for record in records if len(record.boxes)]
+        if not self.records:
+            raise ValueError("no training image has a person box")
+        self.scales = scales
+        self.seed = seed
+        self.flip_prob = flip_prob
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        epoch, index = key
+        record = self.records[index]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        image = load_rgb(record.path)
+        height, width = image.shape[:2]
+        scale = fit_scale(width, height, self.scales.sample(rng))
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        boxes = record.boxes.astype(np.float32) * np.float32(scale)
+        boxes = clip_boxes(boxes, new_w, new_h)
+        if rng.random() < self.flip_prob:
+            image = image[:, ::-1]
+            boxes = np.stack(
+                [new_w - boxes[:, 2], boxes[:, 1], new_w - boxes[:, 0], boxes[:, 3]], 1
+            )
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        target = {
+            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+            "pids": torch.from_numpy(record.pids.astype(np.int64)),
+        }
+        return tensor, target
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip x1y1x2y2 boxes to the image (annotations may stick out of the frame)."""
+    clipped = boxes.copy()
+    clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
+    clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+    return clipped
+
+
+class EpochBatches:
+    """Batches of sample keys for one epoch, in an order fixed by (seed, epoch).
+
+    ``start`` skips the first batches (those a resumed run has already trained on). The last
+    batch of an epoch may be smaller than ``batch_size``.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, epoch
+        self.start = start
+
+    @staticmethod
+    def count(size: int, batch_size: int) -> int:
+        return -(-size // batch_size)
+
+    def __len__(self) -> int:
+        return max(0, self.count(self.size, self.batch_size) - self.start)
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        for begin in range(self.start * self.batch_size, self.size, self.batch_size):
+            yield [(self.epoch, int(i)) for i in order[begin : begin + self.batch_size]]
+
+
+def collate(
+    samples: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Pad images (bottom/right, zeros) to one uint8 [B, 3, H, W] batch, H and W multiples of 32."""
+    height = max(image.shape[1] for image, _ in samples)
+    width = max(image.shape[2] for image, _ in samples)
+    height = -(-height // SIZE_DIVISOR) * SIZE_DIVISOR
+    width = -(-width // SIZE_DIVISOR) * SIZE_DIVISOR
+    batch = torch.zeros((len(samples), 3, height, width), dtype=torch.uint8)
+    for slot, (image, _) in enumerate(samples):
+        batch[slot, :, : image.shape[1], : image.shape[2]] = image
+    return batch, [target for _, target in samples]
+
+
+def epoch_loader(
+    images: TrainImages, batch_size: int, epoch: int, start: int = 0, workers: int = 0
+) -> DataLoader:
+    """A DataLoader over one epoch's batches, starting at batch ``start``."""
+    batches = EpochBatches(len(images), batch_size, images.seed, epoch, start)
+    return DataLoader(
+        images,
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,395 @@
+"""Algorithm 1 as a resumable sequence: probe run, grouping, main run, evaluation, export.
+
+Each step leaves its artefacts in the run directory; RUN/checkpoints/last.pth always holds the
+latest state of the phase being trained, so ``--resume`` picks up where a run stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from galw.grouping import Grouping, build_grouping
+from galw.probe import GalwFileError, GradientHistory, GradientProbe
+from galw.weighting import build_weighting
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
+from training.data import load_dataset
+from training.data.base import DatasetError
+from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages
+from training.model import build_model
+from training.model.tasks import TASK_BRANCHES, TASK_KINDS, TASKS
+from training.train_loop import (
+    Phase,
+    RunHooks,
+    Schedule,
+    StopRequest,
+    TrainingStopped,
+    truncate_log,
+)
+
+REFERENCE_TEST_SIZE = (1500, 900)
+REFERENCE_TRAIN_LONG = (667, 2000)  # for the reference test long side of 1500
+SMALL_FRAME_LONG_SIDE = 640  # below this, frames are not upsampled to the reference size
+SIZE_SAMPLE = 200  # frames whose size is read to choose the sizes
+
+
+class RunError(RuntimeError):
+    """The run cannot go on (bad data, a run directory in the way, ...); the message says why."""
+
+
+def log(message: str) -> None:
+    tqdm.write(f"[galw] {message}")
+
+
+def run_algorithm(args: argparse.Namespace) -> int:
+    """Run (or resume) Algorithm 1 with checked options; returns the process exit code."""
+    run = RunDir(args.out)
+    if not args.resume and run.config.exists():
+        raise RunError(f"{args.out} already holds a run; add --resume or choose another --out")
+    device = _device(args.device)
+    train = _load(args.dataset, args.data_root, "train")
+    if not args.resume:
+        _choose_sizes(args, train.images)
+        run.root.mkdir(parents=True, exist_ok=True)
+        _write_json(run.config, _config_record(args, train))
+    phases = ("probe", "main") if args.grouping == "slope" else ("main",)
+    _explain_plan(args, phases)
+    state = _resume_state(run, phases) if args.resume else None
+    context = TrainingContext(args, run, train, device, phases)
+    stop = StopRequest(budget=args.stop_after_iters)
+    try:
+        if "probe" in phases and (state is None or state["phase"] == "probe"):
+            context.run_probe(state, stop)
+            state = None
+        grouping = context.choose_grouping(state)
+        model = context.run_main(grouping, state, stop)
+    except TrainingStopped as stopped:
+        log(
+            f"{stopped.reason}: checkpoint saved to {stopped.checkpoint}\n"
+            f"resume with: python -m training.galw --out {args.out} --resume"
+        )
+        return 130 if "Ctrl-C" in stopped.reason else 0
+    except KeyboardInterrupt:
+        log("aborted by a second Ctrl-C; the last periodic checkpoint is in " + str(run.last))
+        return 130
+    context.finish(model, grouping)
+    return 0
+
+
+class RunDir:
+    """The paths of a run's artefacts."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = root / "config.json"
+        self.log = root / "train_log.jsonl"
+        self.gradients = root / "gradients.json"
+        self.gradient_plot = root / "gradient_magnitudes.png"
+        self.groups = root / "groups.json"
+        self.sigma_plot = root / "sigmas.png"
+        self.metrics = root / "metrics.json"
+        self.onnx = root / "model.onnx"
+        self.last = root / "checkpoints" / "last.pth"
+        self.final = root / "checkpoints" / "final.pth"
+
+
+class TrainingContext:
+    """What both phases share: options, data, device, run directory."""
+
+    def __init__(self, args, run: RunDir, train, device: torch.device, phases) -> None:
+        self.args, self.run, self.train, self.device, self.phases = args, run, train, device, phases
+        self.tasks = list(TASKS)
+        scales = ScaleRange(*args.train_sizes, short_ratio=args.max_size[1] / args.max_size[0])
+        try:
+            self.images = TrainImages(train.images, scales, seed=args.seed)
+        except ValueError as error:
+            raise RunError(f"{args.data_root}: {error}") from error
+
+    def _model(self) -> torch.nn.Module:
+        seed_everything(self.args.seed)  # both phases start from the same initial weights
+        model = build_model(
+            self.args.config,
+            num_ids=self.train.num_ids,
+            queue_size=self.train.queue_size,
+            backbone_weights=self.args.backbone_weights,
+        )
+        return model.to(self.device)
+
+    def _schedule(self, epochs: int, lr_steps: list[int]) -> Schedule:
+        batches = EpochBatches.count(len(self.images), self.args.batch_size)
+        return Schedule(
+            lr=self.args.lr,
+            epochs=epochs,
+            lr_steps=tuple(lr_steps),
+            warmup_iters=min(self.args.warmup_iters, batches),
+            warmup_ratio=self.args.warmup_ratio,
+            momentum=self.args.momentum,
+            weight_decay=self.args.weight_decay,
+            clip_grad=self.args.clip_grad,
+        )
+
+    def _phase(self, name, model, weighting, schedule, probe=None) -> Phase:
+        return Phase(
+            name,
+            model,
+            weighting.to(self.device),
+            self.images,
+            self.args.batch_size,
+            schedule,
+            self.device,
+            amp=self.args.amp,
+            probe=probe,
+        )
+
+    def _hooks(self, stop: StopRequest, extra: dict[str, Any]) -> RunHooks:
+        return RunHooks(
+            checkpoint_path=self.run.last,
+            log_path=self.run.log,
+            extra_state=lambda: {**self._export_keys(), **extra},
+            stop=stop,
+            log_every=self.args.log_every,
+            checkpoint_every=self.args.checkpoint_every,
+            workers=self.args.workers,
+            show_progress=not self.args.no_progress,
+        )
+
+    def _export_keys(self) -> dict[str, Any]:
+        """The checkpoint keys training/export.py reads, besides "model"."""
+        return {
+            "config": self.args.config,
+            "num_ids": self.train.num_ids,
+            "queue_size": self.train.queue_size,
+            "attr_dim": 0,
+            "dataset": self.args.dataset,
+            "max_size": list(self.args.max_size),
+        }
+
+    def run_probe(self, state: dict | None, stop: StopRequest) -> None:
+        """First training with plain weights, recording the per-task gradient magnitudes."""
+        model = self._model()
+        weighting = build_weighting("fixed", self.tasks, TASK_KINDS)
+        batches = EpochBatches.count(len(self.images), self.args.batch_size)
+        probe = GradientProbe(
+            model.shared_parameters(),
+            self.tasks,
+            TASK_KINDS,
+            every=max(1, batches // self.args.probe_samples),
+        )
+        steps = scaled_lr_steps(self.args.probe_epochs, self.args.epochs, self.args.lr_steps)
+        phase = self._phase(
+            "probe", model, weighting, self._schedule(self.args.probe_epochs, steps), probe
+        )
+        if state is not None:
+            phase.load_state_dict(state)
+
+        def close_epoch(epoch: int) -> None:
+            means = probe.end_epoch()
+            record = {"event": "probe_epoch", "phase": "probe", "epoch": epoch}
+            record |= {"step": phase.progress.iteration, "magnitudes": means}
+            with self.run.log.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+        phase.run(self._hooks(stop, {}), on_epoch_end=close_epoch)
+        history = probe.history()
+        history.save(self.run.gradients)
+        _plot(
+            "gradient magnitudes",
+            "plot_gradient_magnitudes",
+            history.magnitudes,
+            self.run.gradient_plot,
+        )
+        log(f"probe done: gradient magnitudes in {self.run.gradients}")
+
+    def choose_grouping(self, state: dict | None) -> Grouping | None:
+        """The task groups of the main run (None for fixed weights), written to groups.json."""
+        if state is not None and state.get("grouping") is not None:
+            return Grouping(**state["grouping"])
+        if self.args.weighting == "fixed":
+            return None
+        strategy = self.args.grouping
+        try:
+            if strategy is None:
+                grouping = Grouping([[t] for t in self.tasks], strategy="per-task")
+            else:
+                magnitudes = None
+                if strategy == "slope":
+                    magnitudes = GradientHistory.load(self.run.gradients).magnitudes
+                grouping = build_grouping(
+                    strategy,
+                    self.tasks,
+                    n_groups=self.args.groups,
+                    magnitudes=magnitudes,
+                    branches=TASK_BRANCHES,
+                    seed=self.args.seed,
+                    linkage=self.args.linkage,
+                )
+        except (ValueError, GalwFileError) as error:
+            raise RunError(f"cannot group the tasks: {error}") from error
+        grouping.save(self.run.groups)
+        log(f"groups ({grouping.strategy}): {grouping.groups}")
+        return grouping
+
+    def run_main(self, grouping: Grouping | None, state: dict | None, stop: StopRequest):
+        """Second training with the chosen weighting over the groups; returns the model."""
+        model = self._model()
+        groups = grouping.groups if grouping is not None else None
+        weighting = build_weighting(
+            self.args.weighting, self.tasks, TASK_KINDS, groups=groups, lam=self.args.lam
+        )
+        phase = self._phase(
+            "main", model, weighting, self._schedule(self.args.epochs, self.args.lr_steps)
+        )
+        if state is not None:
+            phase.load_state_dict(state)
+        extra = {"grouping": grouping.to_dict() if grouping is not None else None}
+        phase.run(self._hooks(stop, extra))
+        self.weighting = weighting
+        return model
+
+    def finish(self, model: torch.nn.Module, grouping: Grouping | None) -> None:
+        """Plots, final checkpoint, evaluation and export of a finished main run."""
+        from training.run_outputs import evaluate_model, export_model
+
+        if self.weighting.sigmas():
+            _plot("sigmas", "plot_sigmas", _main_steps(self.run.log), self.run.sigma_plot)
+        final = {
+            **self._export_keys(),
+            "model": model.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "grouping": grouping.to_dict() if grouping is not None else None,
+        }
+        metrics = None
+        if not self.args.no_eval:
+            metrics = evaluate_model(model, self.args, self.device)
+            _write_json(self.run.metrics, metrics)
+            final["metrics"] = metrics
+        save_checkpoint(final, self.run.final)
+        log(f"final checkpoint: {self.run.final}")
+        if not self.args.no_export:
+            export_model(model, self.run, self.args, metrics, grouping)
+
+
+def scaled_lr_steps(epochs: int, main_epochs: int, main_steps: list[int]) -> list[int]:
+    """The main run's lr steps at the same fractions of a probe run of ``epochs``."""
+    return sorted({max(1, round(step * epochs / main_epochs)) for step in main_steps})
+
+
+def _main_steps(log_path: Path) -> list[dict]:
+    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
+    return [r for r in records if r.get("event") == "step" and r.get("phase") == "main"]
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise RunError(f"--device {name}: {error}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda: no CUDA device is available here (use --device cpu)")
+    return device
+
+
+def _load(name: str, root: Path, split: str):
+    try:
+        dataset = load_dataset(name, root, split)
+    except (DatasetError, OSError) as error:
+        raise RunError(f"cannot read the {name} {split} split under {root}: {error}") from error
+    if not dataset.images:
+        raise RunError(f"the {name} {split} split under {root} has no images")
+    return dataset
+
+
+def _choose_sizes(args: argparse.Namespace, records) -> None:
+    """Resolve --max-size / --train-sizes "auto" from the frames' sizes (logged, saved)."""
+    if args.max_size is None:
+        sizes = []
+        for record in records[:: max(1, len(records) // SIZE_SAMPLE)]:
+            with Image.open(record.path) as image:
+                sizes.append(image.size)
+        longest = max(max(w, h) for w, h in sizes)
+        if longest >= SMALL_FRAME_LONG_SIDE:
+            args.max_size = list(REFERENCE_TEST_SIZE)
+        else:
+            args.max_size = [longest, max(min(w, h) for w, h in sizes)]
+    if args.train_sizes is None:
+        ratio = args.max_size[0] / REFERENCE_TEST_SIZE[0]
+        args.train_sizes = [round(side * ratio) for side in REFERENCE_TRAIN_LONG]
+    log(f"test size {args.max_size[0]}x{args.max_size[1]}, training long side {args.train_sizes}")
+
+
+def _explain_plan(args: argparse.Namespace, phases: tuple[str, ...]) -> None:
+    if "probe" in phases:
+        log(f"probe run of {args.probe_epochs} epochs, then {args.groups} groups by slope")
+        return
+    why = (
+        f"--grouping {args.grouping} needs no gradient magnitudes"
+        if args.grouping is not None
+        else f"--weighting {args.weighting} trains without groups"
+    )
+    log(f"probe run skipped: {why}")
+
+
+def _resume_state(run: RunDir, phases: tuple[str, ...]) -> dict | None:
+    """The last checkpoint (None when the run stopped before its first one)."""
+    if not run.last.exists():
+        log("no checkpoint yet: starting the run from the beginning")
+        run.log.unlink(missing_ok=True)
+        return None
+    try:
+        state = load_checkpoint(run.last)
+    except CheckpointError as error:
+        raise RunError(str(error)) from error
+    progress = state["progress"]
+    truncate_log(run.log, state["phase"], progress["iteration"], phases)
+    log(
+        f"resuming the {state['phase']} run at epoch {progress['epoch']}, "
+        f"batch {progress['batch']} (iteration {progress['iteration']})"
+    )
+    return state
+
+
+def _config_record(args: argparse.Namespace, train) -> dict[str, Any]:
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    return {
+        "options": options,
+        "tasks": {task: TASK_KINDS[task] for task in TASKS},
+        "train_images": len(train.images),
+        "num_ids": train.num_ids,
+        "queue_size": train.queue_size,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _plot(what: str, function: str, source, path: Path) -> None:
+    """Draw a plot with galw.plots; a plotting failure is reported, never fatal."""
+    try:
+        from galw import plots
+
+        getattr(plots, function)(source, path)
+    except Exception as error:  # a figure must not cost a finished training
+        log(f"could not draw the {what} plot {path.name}: {error}")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    temporary.replace(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

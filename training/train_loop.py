@@ -1,0 +1,323 @@
+"""One training phase (the probe run or the main run) of Algorithm 1: SGD with warmup and step
+decay, gradient clipping, mixed precision on CUDA, a weighting of the named losses, an optional
+gradient probe, JSON-lines logging and resumable checkpoints.
+
+The phase's position (epoch, next batch, iterations done) plus the model, optimiser, scaler,
+weighting, probe and RNG states make up its checkpoint; with the deterministic batch order of
+``training.data.torch_dataset`` a run resumed from it repeats the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from galw.probe import GradientProbe
+from galw.weighting import LossWeighting
+from training.checkpoint import rng_state, save_checkpoint, set_rng_state
+from training.data.torch_dataset import EpochBatches, TrainImages, epoch_loader
+
+
+class TrainingStopped(Exception):
+    """Training stopped on request (Ctrl-C or --stop-after-iters) after saving a checkpoint."""
+
+    def __init__(self, reason: str, checkpoint: Path) -> None:
+        super().__init__(reason)
+        self.reason, self.checkpoint = reason, checkpoint
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """SGD hyper-parameters and the learning-rate schedule of one phase."""
+
+    lr: float
+    epochs: int
+    lr_steps: tuple[int, ...]  # epochs (0-based starts) at which lr is multiplied by 0.1
+    warmup_iters: int
+    warmup_ratio: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    clip_grad: float = 10.0
+
+    def lr_at(self, epoch: int, iteration: int) -> float:
+        """Learning rate for a phase iteration (0-based) that falls in ``epoch``."""
+        decay = 0.1 ** sum(epoch >= step for step in self.lr_steps)
+        if iteration < self.warmup_iters:
+            progress = iteration / self.warmup_iters
+            decay *= self.warmup_ratio + (1.0 - self.warmup_ratio) * progress
+        return self.lr * decay
+
+
+@dataclass
+class Progress:
+    """Where a phase stands: the epoch being trained, its next batch, iterations done."""
+
+    epoch: int = 0
+    batch: int = 0
+    iteration: int = 0
+
+
+@dataclass
+class RunHooks:
+    """What a phase needs from the program around it."""
+
+    checkpoint_path: Path
+    log_path: Path
+    extra_state: Callable[[], dict[str, Any]]  # merged into every checkpoint
+    stop: StopRequest
+    log_every: int = 20
+    checkpoint_every: int = 500
+    workers: int = 0
+    show_progress: bool = True
+
+
+@dataclass
+class StopRequest:
+    """A stop asked for by Ctrl-C or by an iteration budget; checked between iterations."""
+
+    budget: int | None = None  # iterations this process may still run (None: unlimited)
+    reason: str | None = None
+    _interrupts: int = field(default=0, repr=False)
+
+    def spend_iteration(self) -> None:
+        if self.budget is not None:
+            self.budget -= 1
+            if self.budget <= 0 and self.reason is None:
+                self.reason = "iteration budget (--stop-after-iters) spent"
+
+    @contextmanager
+    def handling_sigint(self) -> Iterator[None]:
+        """The first Ctrl-C asks for a stop at the next iteration; a second one aborts."""
+
+        def on_sigint(signum: int, frame: object) -> None:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                raise KeyboardInterrupt
+            self.reason = "interrupted (Ctrl-C)"
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype for --amp (auto: bf16 where CUDA supports it, else fp16; off on CPU)."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+class Phase:
+    """Trains ``model`` with ``weighting`` for ``schedule.epochs`` epochs over ``images``."""
+
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        weighting: LossWeighting,
+        images: TrainImages,
+        batch_size: int,
+        schedule: Schedule,
+        device: torch.device,
+        amp: str = "auto",
+        probe: GradientProbe | None = None,
+    ) -> None:
+        self.name, self.model, self.weighting, self.images = name, model, weighting, images
+        self.batch_size, self.schedule, self.device, self.probe = (
+            batch_size,
+            schedule,
+            device,
+            probe,
+        )
+        self.amp_dtype = autocast_dtype(device, amp)
+        self.progress = Progress()
+        self.optimizer = torch.optim.SGD(
+            [
+                {"params": [p for p in model.parameters() if p.requires_grad]},
+                # sigmas: no weight decay, which would pull them off their learned values
+                {"params": list(weighting.parameters()), "weight_decay": 0.0},
+            ],
+            lr=schedule.lr,
+            momentum=schedule.momentum,
+            weight_decay=schedule.weight_decay,
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return EpochBatches.count(len(self.images), self.batch_size)
+
+    @property
+    def finished(self) -> bool:
+        return self.progress.epoch >= self.schedule.epochs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.name,
+            "progress": asdict(self.progress),
+            "model": self.model.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "probe": self.probe.state_dict() if self.probe is not None else None,
+            "schedule": asdict(self.schedule),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint of this phase (its RNG state last, as it was at saving)."""
+        if state["phase"] != self.name:
+            raise ValueError(f"checkpoint is of phase {state['phase']!r}, not {self.name!r}")
+        self.progress = Progress(**state["progress"])
+        self.model.load_state_dict(state["model"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.probe is not None:
+            self.probe.load_state_dict(state["probe"])
+        set_rng_state(state["rng"])
+
+    def run(self, hooks: RunHooks, on_epoch_end: Callable[[int], None] | None = None) -> None:
+        """Train to the end of the schedule, or raise TrainingStopped after checkpointing."""
+        total = self.schedule.epochs * self.batches_per_epoch
+        bar = tqdm(
+            total=total,
+            initial=self.progress.iteration,
+            desc=self.name,
+            unit="it",
+            dynamic_ncols=True,
+            disable=not hooks.show_progress,
+        )
+        self.model.train()
+        with bar, hooks.stop.handling_sigint():
+            while not self.finished:
+                self._run_epoch(hooks, bar)
+                if on_epoch_end is not None:
+                    on_epoch_end(self.progress.epoch)
+                self.progress.epoch += 1
+                self.progress.batch = 0
+                self._save(hooks)
+                self._stop_if_asked(hooks)
+
+    def _run_epoch(self, hooks: RunHooks, bar: tqdm) -> None:
+        epoch = self.progress.epoch
+        loader = epoch_loader(
+            self.images, self.batch_size, epoch, start=self.progress.batch, workers=hooks.workers
+        )
+        for images, targets in loader:
+            self._step(images, targets)
+            self.progress.batch += 1
+            self.progress.iteration += 1
+            hooks.stop.spend_iteration()
+            bar.update(1)
+            last_batch = self.progress.batch == self.batches_per_epoch
+            if self.progress.iteration % hooks.log_every == 0 or last_batch:
+                record = self._log_record()
+                _append_jsonl(hooks.log_path, record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+            if self.progress.iteration % hooks.checkpoint_every == 0 and not last_batch:
+                self._save(hooks)
+            if not last_batch:
+                self._stop_if_asked(hooks)
+
+    def _step(self, images: torch.Tensor, targets: list[dict]) -> None:
+        """One SGD step (probing the task gradients first on the probe's iterations)."""
+        epoch, iteration = self.progress.epoch, self.progress.iteration
+        lr = self.schedule.lr_at(epoch, iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(self.device, non_blocking=True)
+        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else nullcontext()
+        )
+        with autocast:
+            losses = self.model(images, targets)
+        if self.probe is not None and self.probe.should_sample(self.progress.batch):
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+            self.probe.record(losses, grad_scale=scale)
+        total = self.weighting(losses)
+        if not self.scaler.is_enabled() and not torch.isfinite(total):
+            raise TrainingDiverged(
+                f"{self.name}: the loss became {total.item()} at epoch {epoch} iteration "
+                f"{iteration} ({_loss_values(losses)}); try a lower --lr"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for group in self.optimizer.param_groups for p in group["params"]],
+            self.schedule.clip_grad,
+        )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self._last = {"total": total.detach(), "losses": losses, "grad_norm": grad_norm, "lr": lr}
+
+    def _log_record(self) -> dict[str, Any]:
+        last = self._last
+        return {
+            "event": "step",
+            "phase": self.name,
+            "epoch": self.progress.epoch,
+            "step": self.progress.iteration,
+            "time": time.time(),
+            "lr": last["lr"],
+            "loss": float(last["total"]),
+            "losses": _loss_values(last["losses"]),
+            "grad_norm": float(last["grad_norm"]),
+            "weights": self.weighting.weights(),
+            "sigmas": self.weighting.sigmas(),
+        }
+
+    def _save(self, hooks: RunHooks) -> None:
+        save_checkpoint({**hooks.extra_state(), **self.state_dict()}, hooks.checkpoint_path)
+
+    def _stop_if_asked(self, hooks: RunHooks) -> None:
+        if hooks.stop.reason is None:
+            return
+        self._save(hooks)
+        raise TrainingStopped(hooks.stop.reason, hooks.checkpoint_path)
+
+
+def _loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {name: float(value.detach()) for name, value in losses.items()}
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, allow_nan=True) + "\n")
+
+
+def truncate_log(path: Path, phase: str, iteration: int, phases: tuple[str, ...]) -> None:
+    """Drop log records written after a checkpoint (they will be written again on resume)."""
+    if not path.is_file():
+        return
+    order = {name: index for index, name in enumerate(phases)}
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        later_phase = order.get(record.get("phase"), -1) > order[phase]
+        later_step = record.get("phase") == phase and record.get("step", 0) > iteration
+        if not (later_phase or later_step):
+            kept.append(line)
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
