@@ -11,6 +11,7 @@ from gallery.records import (
     GalleryStats,
     SearchHit,
     StoreClosed,
+    StoreLocked,
 )
 from gallery.store import GalleryStore
 
@@ -26,4 +27,5 @@ __all__ = [
     "GalleryStore",
     "SearchHit",
     "StoreClosed",
+    "StoreLocked",
 ]

@@ -32,6 +32,10 @@ class StoreClosed(GalleryError):
     """The store was used after close()."""
 
 
+class StoreLocked(GalleryError):
+    """Another open GalleryStore (in this or another process) holds the data directory."""
+
+
 @dataclass(frozen=True)
 class DetectionInput:
     """One detected person to store: box in original pixels, detector score, embedding."""
@@ -151,6 +155,8 @@ def check_frame(frame: FrameInput) -> None:
         raise ValueError(
             f"frame id {frame.frame_id!r} must match {FRAME_ID_PATTERN.pattern} (no paths)"
         )
+    if frame.camera is not None and not isinstance(frame.camera, str):
+        raise ValueError(f"camera must be a string, got {frame.camera!r}")
     if int(frame.width) <= 0 or int(frame.height) <= 0:
         raise ValueError(f"frame size must be positive, got {frame.width}x{frame.height}")
     if frame.timestamp is not None and not math.isfinite(float(frame.timestamp)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
 import sqlite3
@@ -26,6 +27,7 @@ from gallery.records import (
     GalleryStats,
     SearchHit,
     StoreClosed,
+    StoreLocked,
     check_frame,
     coerce_detection,
     normalise,
@@ -34,6 +36,7 @@ from gallery.rwlock import ReadWriteLock
 from gallery.schema import connect, migrate
 
 DB_NAME = "gallery.sqlite3"
+LOCK_NAME = "gallery.lock"
 # A filtered search first over-fetches from FAISS and filters the hits in SQLite; if the
 # filter is so selective that this keeps failing, it asks SQLite for the matching ids and
 # searches only those (exact, and cheap precisely because few rows match).
@@ -76,6 +79,7 @@ class GalleryStore:
         if faiss_threads is not None:
             faiss.omp_set_num_threads(int(faiss_threads))
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_data_dir(self.data_dir / LOCK_NAME)
         self._db_path = self.data_dir / DB_NAME
         self._files = IndexFiles.beside(self.data_dir)
         self._write_lock = threading.Lock()
@@ -92,6 +96,7 @@ class GalleryStore:
             self._open_index()
         except BaseException:
             self._writer.close()
+            self._lock_file.close()
             raise
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -142,6 +147,7 @@ class GalleryStore:
                 for connection in self._readers:
                     connection.close()
                 self._readers.clear()
+            self._lock_file.close()
 
     def __enter__(self) -> GalleryStore:
         return self
@@ -406,3 +412,16 @@ class GalleryStore:
             self._index_origin,
             per_model,
         )
+
+
+def _lock_data_dir(path: Path):
+    """Hold an exclusive lock for the store's lifetime: two stores writing one directory
+    would each keep an in-memory index blind to the other's rows. The kernel drops the
+    lock when the process dies, so a crash never leaves the directory locked."""
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreLocked(f"{path.parent} is already open in another GalleryStore") from None
+    return handle

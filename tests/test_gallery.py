@@ -19,6 +19,7 @@ from gallery import (
     FrameInput,
     GalleryStore,
     StoreClosed,
+    StoreLocked,
 )
 from gallery.store import MAX_OVERFETCH
 
@@ -362,6 +363,7 @@ def test_bad_detections_are_rejected(store: GalleryStore, detection, message: st
         dict(image_path="/abs/file.jpg"),
         dict(image_path="../outside.jpg"),
         dict(timestamp=float("nan")),
+        dict(camera=3),
     ],
 )
 def test_bad_frames_are_rejected(store: GalleryStore, fields: dict) -> None:
@@ -388,3 +390,10 @@ def test_bad_searches_and_closed_store(store: GalleryStore) -> None:
         store.search(good)
     with pytest.raises(StoreClosed):
         store.add_frame(width=1, height=1)
+
+
+def test_one_store_per_directory(tmp_path: Path) -> None:
+    with GalleryStore(tmp_path, "m", DIM):
+        with pytest.raises(StoreLocked):
+            GalleryStore(tmp_path, "m", DIM)
+    GalleryStore(tmp_path, "m", DIM).close()
