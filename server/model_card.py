@@ -10,6 +10,11 @@ from typing import Any
 
 from training.preprocess import DEFAULT_MAX_SIZE, SIZE_DIVISOR
 
+# The detection score above which boxes are worth storing and searching: the card's own
+# recommendation, else the threshold its evaluation used (metrics.det_thresh, written by
+# `python -m training.galw`), else 0.5 as in SeqNet-style evaluation.
+SCORE_THRESHOLD_KEY = "search_score_threshold"
+
 
 class ModelError(RuntimeError):
     """The model files are missing, inconsistent or unusable; the message says which and why."""
@@ -48,41 +53,33 @@ def load_model_card(model_path: Path, default_score_threshold: float = 0.5) -> M
     if not isinstance(raw, dict):
         raise ModelError(f"model card {card_path} must hold a JSON object")
     sha256 = _file_sha256(model_path)
-    expected = _find(raw, "onnx_sha256", "sha256")
+    expected = raw.get("onnx_sha256")
     if expected is not None and str(expected).lower() != sha256:
         raise ModelError(
             f"{model_path} has sha256 {sha256} but {card_path.name} says {expected}: "
             "the model and its card do not belong together"
         )
-    return ModelCard(
-        path=model_path,
-        sha256=sha256,
-        embedding_dim=_optional_int(_find(raw, "embedding_dim", "dim")),
-        max_size=_max_size(_find(raw, "max_size")),
-        divisor=int(_find(raw, "size_divisor", "divisor") or SIZE_DIVISOR),
-        score_threshold=float(
-            _find(raw, "score_threshold", "search_score_threshold", "detection_threshold")
-            or default_score_threshold
-        ),
-        raw=raw,
-    )
+    try:
+        return ModelCard(
+            path=model_path,
+            sha256=sha256,
+            embedding_dim=None if raw.get("embedding_dim") is None else int(raw["embedding_dim"]),
+            max_size=_max_size(raw.get("max_size")),
+            divisor=int(raw.get("size_divisor", SIZE_DIVISOR)),
+            score_threshold=_score_threshold(raw, default_score_threshold),
+            raw=raw,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"model card {card_path} has a malformed field: {exc}") from exc
 
 
-def _find(raw: dict[str, Any], *keys: str) -> Any:
-    """First of `keys` found at the top level or one level down (cards group their fields)."""
-    for key in keys:
-        if key in raw:
-            return raw[key]
-    for value in raw.values():
-        if isinstance(value, dict):
-            for key in keys:
-                if key in value:
-                    return value[key]
-    return None
-
-
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _score_threshold(raw: dict[str, Any], default: float) -> float:
+    if raw.get(SCORE_THRESHOLD_KEY) is not None:
+        return float(raw[SCORE_THRESHOLD_KEY])
+    metrics = raw.get("metrics")
+    if isinstance(metrics, dict) and metrics.get("det_thresh") is not None:
+        return float(metrics["det_thresh"])
+    return default
 
 
 def _max_size(value: Any) -> tuple[int, int]:

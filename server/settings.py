@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # A plain comma list, not a JSON array, so it reads naturally in a shell or compose file.
     providers: str = Field("cuda,cpu", description="ONNX Runtime providers to try, in order")
     inference_threads: int = Field(1, ge=1, description="concurrent model runs")
+    faiss_threads: int = Field(
+        1, ge=1, description="FAISS threads per search (1 suits concurrent single queries)"
+    )
     min_detection_score: float | None = Field(
         None, ge=0, le=1, description="detections kept at ingest; default from the model card"
     )

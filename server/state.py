@@ -52,7 +52,10 @@ class ServiceState:
             engine.warm_up()
             self.frames_dir.mkdir(parents=True, exist_ok=True)
             self.store = GalleryStore(
-                self.settings.data_dir, engine.card.model_id, engine.embedding_dim
+                self.settings.data_dir,
+                engine.card.model_id,
+                engine.embedding_dim,
+                faiss_threads=self.settings.faiss_threads,
             )
             self.engine = engine
             log.info("ready: model %s on %s", engine.card.model_id, engine.providers)

@@ -1,0 +1,143 @@
+"""Server parts in-process: settings, model card checks, image decoding, form parsing, and the
+engine's coordinate mapping and query fallback on the model trained in this session."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydantic import ValidationError
+
+from server.engine import Engine, box_iou
+from server.forms import parse_box, parse_timestamp, per_file
+from server.imaging import decode_image
+from server.model_card import ModelError, load_model_card
+from server.problems import Problem
+from server.settings import Settings
+from training.data import PRW
+from training.preprocess import load_rgb
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PS_PROVIDERS", " CUDA, cpu ")
+    monkeypatch.setenv("PS_API_KEY", "")
+    monkeypatch.setenv("PS_PORT", "9000")
+    settings = Settings()
+    assert settings.provider_list == ("cuda", "cpu")
+    assert settings.api_key is None and settings.port == 9000
+    assert settings.model == Path("models/demo/model.onnx")
+    monkeypatch.setenv("PS_PROVIDERS", "gpu")
+    with pytest.raises(ValidationError, match="providers"):
+        Settings()
+    monkeypatch.setenv("PS_PROVIDERS", "cpu")
+    monkeypatch.setenv("PS_MAX_FILES", "0")
+    with pytest.raises(ValidationError, match="max_files"):
+        Settings()
+
+
+def test_box_iou() -> None:
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    np.testing.assert_allclose(box_iou(a, b), [[1.0, 50 / 150, 0.0]], rtol=1e-6)
+
+
+def test_form_values() -> None:
+    assert parse_box("1, 2.5,30,40", 30, 40) == (1.0, 2.5, 30.0, 40.0)
+    for text, kind in [
+        ("0,0,31,40", "box-outside-image"),
+        ("0,0,inf,4", "invalid-box"),
+        ("5,5,5,9", "invalid-box"),
+        ("1;2;3;4", "invalid-box"),
+    ]:
+        with pytest.raises(Problem) as caught:
+            parse_box(text, 30, 40)
+        assert caught.value.kind == kind and caught.value.status == 422
+    assert parse_timestamp("1700000000.5") == 1700000000.5
+    assert parse_timestamp("2024-01-01T00:00:00Z") == parse_timestamp("2024-01-01T00:00:00")
+    assert parse_timestamp("2024-01-01T01:00:00+01:00") == 1704067200.0
+    for bad in ("nan", "inf", "tomorrow"):
+        with pytest.raises(Problem):
+            parse_timestamp(bad)
+    assert per_file(None, 2, "camera", shared=True) == [None, None]
+    assert per_file(["c"], 3, "camera", shared=True) == ["c", "c", "c"]
+    with pytest.raises(Problem):
+        per_file(["a"], 2, "frame_id", shared=False)
+
+
+def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_decoding_modes_orientation_and_formats() -> None:
+    rgba = Image.new("RGBA", (30, 20), (10, 20, 30, 128))
+    decoded = decode_image(_encoded(rgba, "PNG"), "x", 10_000)
+    assert decoded.pixels.shape == (20, 30, 3) and decoded.suffix == ".png"
+    assert decode_image(_encoded(Image.new("L", (5, 4)), "PNG"), "x", 100).pixels.shape == (4, 5, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated = decode_image(_encoded(Image.new("RGB", (30, 20)), "JPEG", exif=exif), "x", 10_000)
+    assert (rotated.width, rotated.height) == (20, 30)
+    with pytest.raises(Problem) as caught:  # a real image, but not a format we accept
+        decode_image(_encoded(Image.new("RGB", (8, 8)), "GIF"), "x", 10_000)
+    assert caught.value.status == 415
+
+
+@pytest.fixture(scope="module")
+def engine(overfit_run) -> Engine:
+    engine = Engine(overfit_run.onnx_path, ["cpu"], min_score=0.2)
+    engine.warm_up()
+    return engine
+
+
+def test_model_card_mismatch_and_missing_files(overfit_run, tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    shutil.copy(overfit_run.onnx_path, model)
+    with pytest.raises(ModelError, match="model card"):
+        load_model_card(model)
+    card = json.loads(overfit_run.onnx_path.with_name("model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**card, "onnx_sha256": "0" * 64}))
+    with pytest.raises(ModelError, match="do not belong together"):
+        load_model_card(model)
+    with pytest.raises(ModelError, match="not found"):
+        load_model_card(tmp_path / "absent.onnx")
+    (tmp_path / "model.json").write_text(json.dumps({**card, "search_score_threshold": 0.3}))
+    assert load_model_card(model).score_threshold == 0.3
+
+
+def test_boxes_come_back_in_original_pixels(engine: Engine, overfit_run) -> None:
+    """The same content at twice the size reaches the network at the same input size, so
+    its detections must come back at exactly twice the coordinates."""
+    record = next(r for r in PRW(overfit_run.root, "train").images if len(r.boxes))
+    image = load_rgb(record.path)
+    height, width = image.shape[:2]
+    double = np.asarray(Image.fromarray(image).resize((width * 2, height * 2), Image.BILINEAR))
+    small, large = engine.detect(image), engine.detect(double)
+    assert len(small.boxes) >= 1
+    assert np.all(small.boxes >= 0) and np.all(small.boxes[:, 2:] <= [width, height])
+    pairs = box_iou(small.boxes * 2, large.boxes)
+    assert np.all(pairs.max(axis=1) >= 0.8), pairs
+    norms = np.linalg.norm(small.embeddings, axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-3)
+    assert small.embeddings.shape[1] == engine.embedding_dim
+
+
+def test_query_uses_the_detection_or_falls_back_to_the_box(engine: Engine, overfit_run) -> None:
+    record = next(r for r in PRW(overfit_run.root, "train").images if len(r.boxes))
+    image = load_rgb(record.path)
+    found = engine.detect(image)
+    best = int(np.argmax(found.scores))
+    matched = engine.embed_query(image, found.boxes[best])
+    assert matched.source == "detection" and matched.iou == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_allclose(matched.embedding, found.embeddings[best], atol=1e-5)
+    blank = np.zeros((128, 64, 3), np.uint8)
+    fallback = engine.embed_query(blank)
+    assert fallback.source == "box" and fallback.iou is None
+    np.testing.assert_array_equal(fallback.box, [0, 0, 64, 128])
+    assert abs(np.linalg.norm(fallback.embedding) - 1.0) < 1e-3
