@@ -26,7 +26,7 @@ from training.model.tasks import TASKS
 WEIGHTINGS = ("galw", "rulwf", "ulwf", "fixed")
 GROUPINGS = ("slope", "branch", "random")
 # Options taken from the command line on --resume; everything else comes from config.json.
-RUNTIME_OPTIONS = ("device", "workers", "stop_after_iters", "no_export", "no_progress")
+RUNTIME_OPTIONS = ("device", "workers", "stop_after_iters", "no_progress")
 # The reference schedule: 24 epochs, lr x0.1 at epochs 16 and 22, lr 0.0015 for batch 5.
 REFERENCE_EPOCHS, REFERENCE_STEPS = 24, (16, 22)
 REFERENCE_LR, REFERENCE_BATCH = 0.0015, 5

@@ -198,7 +198,9 @@ class TrainingContext:
             with self.run.log.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
+        started = time.monotonic()
         phase.run(self._hooks(stop, {}), on_epoch_end=close_epoch)
+        log(f"probe run finished ({time.monotonic() - started:.1f} s in this process)")
         history = probe.history()
         history.save(self.run.gradients)
         _plot(
@@ -251,7 +253,9 @@ class TrainingContext:
         if state is not None:
             phase.load_state_dict(state)
         extra = {"grouping": grouping.to_dict() if grouping is not None else None}
+        started = time.monotonic()
         phase.run(self._hooks(stop, extra))
+        log(f"main run finished ({time.monotonic() - started:.1f} s in this process)")
         self.weighting = weighting
         return model
 
@@ -269,13 +273,17 @@ class TrainingContext:
         }
         metrics = None
         if not self.args.no_eval:
+            started = time.monotonic()
             metrics = evaluate_model(model, self.args, self.device)
+            log(f"evaluation took {time.monotonic() - started:.1f} s")
             _write_json(self.run.metrics, metrics)
             final["metrics"] = metrics
         save_checkpoint(final, self.run.final)
         log(f"final checkpoint: {self.run.final}")
         if not self.args.no_export:
+            started = time.monotonic()
             export_model(model, self.run, self.args, metrics, grouping)
+            log(f"export took {time.monotonic() - started:.1f} s")
 
 
 def scaled_lr_steps(epochs: int, main_epochs: int, main_steps: list[int]) -> list[int]:

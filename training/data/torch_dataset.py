@@ -145,10 +145,14 @@ def epoch_loader(
 ) -> DataLoader:
     """A DataLoader over one epoch's batches, starting at batch ``start``."""
     batches = EpochBatches(len(images), batch_size, images.seed, epoch, start)
+    # Its own generator: creating a loader iterator draws a seed, which must not advance the
+    # global RNG that the model's sampling uses (a resumed run creates it at another point).
+    generator = torch.Generator().manual_seed(images.seed * 100_003 + epoch)
     return DataLoader(
         images,
         batch_sampler=batches,
         collate_fn=collate,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
+        generator=generator,
     )

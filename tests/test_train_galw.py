@@ -1,0 +1,251 @@
+"""`python -m training.galw` on a small synthetic PRW: every artefact, resume, errors.
+
+The runs use the tiny model on 320x192 frames so that the whole file stays within a couple of
+minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.data import load_dataset
+from training.data.base import ImageRecord
+from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages, collate
+from training.export import load_checkpoint_model
+from training.galw import main
+from training.model.tasks import TASKS
+from training.preprocess import load_rgb, resize_and_pad
+from training.synth import generate
+
+REPO = Path(__file__).resolve().parents[1]
+# small training sizes keep the resume runs cheap; the full run uses the automatic sizes
+FAST = ["--train-sizes", "128,192", "--max-size", "192,115", "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "prw"
+    return generate(root, "prw", frames=24, identities=8, cameras=3, seed=0, size=(320, 192))
+
+
+def run_cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "training.galw", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_full_run_writes_every_artefact_and_a_working_onnx_model(synthetic, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli(
+        "--dataset", "prw", "--data-root", str(synthetic), "--config", "tiny",
+        "--probe-epochs", "2", "--epochs", "2", "--out", str(run),
+        # smaller than the automatic sizes, and one probed batch per epoch, for CI's CPUs
+        "--train-sizes", "128,192", "--batch-size", "4", "--probe-samples", "1", "--workers", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in (
+        "config.json", "gradients.json", "gradient_magnitudes.png", "groups.json",
+        "train_log.jsonl", "sigmas.png", "metrics.json", "model.onnx", "model.json",
+        "checkpoints/last.pth", "checkpoints/final.pth",
+    ):  # fmt: skip
+        assert (run / name).is_file(), name
+
+    gradients = json.loads((run / "gradients.json").read_text())["tasks"]
+    assert set(gradients) == set(TASKS)
+    assert all(len(entry["magnitudes"]) == 2 for entry in gradients.values())
+
+    groups = json.loads((run / "groups.json").read_text())["groups"]
+    assert len(groups) == 4
+    assert sorted(task for group in groups for task in group) == sorted(TASKS)
+
+    # the main run logs one sigma per group, the probe run none
+    steps = [r for r in read_log(run) if r["event"] == "step"]
+    assert {r["phase"] for r in steps} == {"probe", "main"}
+    main_steps = [r for r in steps if r["phase"] == "main"]
+    assert all(len(r["sigmas"]) == 4 and set(r["losses"]) == set(TASKS) for r in main_steps)
+    assert all(r["sigmas"] == {} for r in steps if r["phase"] == "probe")
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    for embedding in ("alignps", "roi", "concat"):
+        for setting in ("all_cameras", "cross_camera"):
+            scores = metrics[embedding][setting]
+            assert 0.0 <= scores["mAP"] <= 1.0 and 0.0 <= scores["det_recall"] <= 1.0
+
+    card = json.loads((run / "model.json").read_text())
+    onnx_bytes = (run / "model.onnx").read_bytes()
+    assert card["onnx_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert card["metrics"] == metrics and card["training"]["weighting"] == "galw"
+    assert card["training"]["grouping"]["groups"] == groups
+    check_onnx_matches_checkpoint(run, card, synthetic)
+
+
+def check_onnx_matches_checkpoint(run: Path, card: dict, data_root: Path) -> None:
+    """The exported graph runs in ONNX Runtime and embeds a box as the trained weights do."""
+    record = load_dataset("prw", data_root, "test").images[0]
+    prepared = resize_and_pad(load_rgb(record.path), tuple(card["max_size"]))
+    boxes = (record.boxes[:1] * prepared.scale).astype(np.float32)
+    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    det_boxes, det_scores, det_embeddings, box_embeddings = session.run(
+        None, {"image": prepared.image[None], "boxes": boxes}
+    )
+    assert det_boxes.shape[1] == 4 and len(det_scores) == len(det_boxes)
+    assert det_embeddings.shape == (len(det_boxes), card["embedding_dim"])
+    model, _ = load_checkpoint_model(run / "checkpoints" / "final.pth")
+    with torch.no_grad():
+        out = model(torch.from_numpy(prepared.image)[None], query_boxes=torch.from_numpy(boxes))
+    expected = F.normalize(torch.cat([out["query_alignps"], out["query_roi"]], dim=1), dim=1)
+    np.testing.assert_allclose(box_embeddings, expected.numpy(), atol=1e-3)
+
+
+def test_resume_after_interruptions_repeats_the_uninterrupted_run(synthetic, tmp_path):
+    options = [
+        "--dataset", "prw", "--data-root", str(synthetic), "--config", "tiny",
+        "--probe-epochs", "2", "--epochs", "1", "--batch-size", "4", "--probe-samples", "1",
+        "--log-every", "1", "--checkpoint-every", "2", "--no-eval", "--no-export", *FAST,
+    ]  # fmt: skip
+    # 12 training frames in batches of 4: 3 iterations per epoch, 6 probe + 3 main in all
+    assert main([*options, "--out", str(tmp_path / "whole")]) == 0
+
+    stopped = tmp_path / "stopped"
+    assert main([*options, "--out", str(stopped), "--stop-after-iters", "4"]) == 0
+    checkpoint = torch.load(stopped / "checkpoints" / "last.pth", weights_only=False)
+    assert checkpoint["phase"] == "probe" and checkpoint["progress"]["batch"] == 1
+    resume = ["--out", str(stopped), "--resume", "--workers", "0", "--no-progress"]
+    assert main([*resume, "--stop-after-iters", "3"]) == 0  # stops inside the main epoch
+    checkpoint = torch.load(stopped / "checkpoints" / "last.pth", weights_only=False)
+    assert checkpoint["phase"] == "main" and checkpoint["progress"]["batch"] == 1
+    assert main(resume) == 0
+
+    for name in ("gradients.json", "groups.json"):
+        assert json.loads((stopped / name).read_text()) == json.loads(
+            (tmp_path / "whole" / name).read_text()
+        )
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "final.pth", weights_only=False)
+    again = torch.load(stopped / "checkpoints" / "final.pth", weights_only=False)
+    for key, value in whole["model"].items():
+        torch.testing.assert_close(again["model"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+    torch.testing.assert_close(again["weighting"], whole["weighting"])
+    # the log of the resumed run holds each step once, with the same losses
+    logged = [(r["phase"], r["step"], r["loss"]) for r in read_log(stopped) if r["event"] == "step"]
+    expected = [
+        (r["phase"], r["step"], r["loss"])
+        for r in read_log(tmp_path / "whole")
+        if r["event"] == "step"
+    ]
+    assert [r[:2] for r in logged] == [r[:2] for r in expected]
+    np.testing.assert_allclose([r[2] for r in logged], [r[2] for r in expected], rtol=1e-4)
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint(synthetic, tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "training.galw", "--dataset", "prw",
+            "--data-root", str(synthetic), "--config", "tiny", "--weighting", "rulwf",
+            "--epochs", "3", "--batch-size", "2", "--log-every", "1", "--no-eval",
+            "--no-export", "--out", str(run), *FAST,
+        ],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    log = run / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().strip()) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "probe run skipped" in stderr
+    assert f"python -m training.galw --out {run} --resume" in stderr
+    checkpoint = torch.load(run / "checkpoints" / "last.pth", weights_only=False)
+    done = checkpoint["progress"]["iteration"]
+    assert checkpoint["phase"] == "main" and done >= 1
+    assert main(["--out", str(run), "--resume", "--stop-after-iters", "1", *FAST[-3:]]) == 0
+    resumed = torch.load(run / "checkpoints" / "last.pth", weights_only=False)
+    assert resumed["progress"]["iteration"] == done + 1
+
+
+def test_bad_data_root_is_a_clear_error(tmp_path):
+    result = run_cli("--dataset", "prw", "--data-root", str(tmp_path / "absent"), "--out",
+                     str(tmp_path / "run"))  # fmt: skip
+    assert result.returncode == 2
+    assert "no such directory" in result.stderr and "Traceback" not in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["--dataset", "prw", "--data-root", str(empty), "--out", str(tmp_path / "r2")])
+    assert code == 2
+    assert not (tmp_path / "r2" / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--probe-epochs", "0"], "--grouping slope needs a probe run"),
+        (["--groups", "11"], "--groups must be between 1 and the 10 tasks"),
+        (["--weighting", "fixed", "--grouping", "branch"], "drop --grouping"),
+        (["--grouping", "no-such-groups.json"], "not slope|branch|random nor a groups file"),
+    ],
+)
+def test_impossible_options_are_refused(tmp_path, capsys, options, message):
+    argv = ["--dataset", "prw", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert main([*argv, *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_needs_a_run_directory(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "config.json not found" in capsys.readouterr().err
+
+
+def test_batches_are_fixed_by_seed_and_epoch_and_resume_skips_the_consumed_ones():
+    whole = list(EpochBatches(10, 3, seed=5, epoch=2))
+    assert len(whole) == 4 and sorted(i for b in whole for _, i in b) == list(range(10))
+    assert list(EpochBatches(10, 3, seed=5, epoch=2, start=2)) == whole[2:]
+    assert list(EpochBatches(10, 3, seed=5, epoch=3)) != whole
+
+
+def test_augmented_boxes_follow_the_person_through_resize_and_flip(tmp_path):
+    # a bright person-sized rectangle on a dark frame: the box must stay on it
+    pixels = np.zeros((120, 200, 3), np.uint8)
+    pixels[20:100, 30:70] = 255
+    path = tmp_path / "frame.png"
+    from PIL import Image
+
+    Image.fromarray(pixels).save(path)
+    box = np.array([[30, 20, 70, 100]], np.float32)
+    record = ImageRecord("frame.png", path, box, np.array([0]), 1)
+    images = TrainImages([record], ScaleRange(100, 300, short_ratio=0.6), seed=0, flip_prob=0.5)
+    flips = set()
+    for epoch in range(8):
+        image, target = images[(epoch, 0)]
+        x1, y1, x2, y2 = target["boxes"][0].round().int().tolist()
+        inside = image[:, y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].float().mean()
+        assert inside > 240 and image.float().mean() < inside / 3
+        flips.add(x1 > image.shape[2] - x2)
+    assert flips == {True, False}  # both orientations were drawn
+    batch, targets = collate([images[(0, 0)], images[(1, 0)]])
+    assert batch.dtype == torch.uint8 and batch.shape[2] % 32 == 0 and batch.shape[3] % 32 == 0
