@@ -50,8 +50,8 @@ def test_onnx_runtime_matches_pytorch(detecting_export, num_queries):
     np.testing.assert_allclose(det_scores, ref["scores"].numpy(), atol=1e-3)
     ref_det = F.normalize(torch.cat([ref["emb_alignps"], ref["emb_roi"]], 1), dim=1).numpy()
     ref_box = F.normalize(torch.cat([ref["query_alignps"], ref["query_roi"]], 1), dim=1).numpy()
-    assert det_emb.shape == ref_det.shape == (len(det_boxes), 128)
-    assert box_emb.shape == ref_box.shape == (num_queries, 128)
+    assert det_emb.shape == ref_det.shape == (len(det_boxes), 64)
+    assert box_emb.shape == ref_box.shape == (num_queries, 64)
     assert np.all(np.sum(det_emb * ref_det, axis=1) >= 0.999)
     assert np.all(np.sum(box_emb * ref_box, axis=1) >= 0.999)
 
@@ -71,7 +71,7 @@ def test_graph_uses_standard_operators_and_card_describes_it(detecting_export):
     on_disk = json.loads(path.with_name("model.json").read_text())
     assert on_disk == card
     assert card["onnx_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert card["embedding"] == "concat" and card["embedding_dim"] == 128
+    assert card["embedding"] == "concat" and card["embedding_dim"] == 64
     assert card["size_divisor"] == 32 and card["max_size"] == [1500, 900]
     assert card["opset"] >= 19 and card["random_weights"] is True and card["note"] == "test"
     assert path.stat().st_size < 25e6
@@ -98,20 +98,42 @@ def test_checkpoint_export_with_no_detections_gives_empty_outputs(tmp_path):
     assert main(["--checkpoint", str(checkpoint), "--out", str(out), "--embedding", "roi"]) == 0
     card = json.loads(out.with_name("model.json").read_text())
     assert card["random_weights"] is False and card["metrics"] == {"mAP": 0.1}
-    assert card["embedding"] == "roi" and card["embedding_dim"] == 64
+    assert card["embedding"] == "roi" and card["embedding_dim"] == 32
     reloaded, _ = load_checkpoint_model(checkpoint)
     image = torch.randint(0, 256, (1, 3, 128, 160), dtype=torch.uint8)
     with torch.no_grad():
         ref = reloaded(image, query_boxes=QUERIES)
-    assert ref["boxes"].shape == (0, 4) and ref["emb_roi"].shape == (0, 64)
+    assert ref["boxes"].shape == (0, 4) and ref["emb_roi"].shape == (0, 32)
     outputs = _session(out).run(None, {"image": image.numpy(), "boxes": QUERIES.numpy()})
-    assert [o.shape for o in outputs] == [(0, 4), (0,), (0, 64), (2, 64)]
+    assert [o.shape for o in outputs] == [(0, 4), (0,), (0, 32), (2, 32)]
     np.testing.assert_allclose(outputs[3], ref["query_roi"].numpy(), atol=1e-4)
     empty = _session(out).run(None, {"image": image.numpy(), "boxes": np.zeros((0, 4), "f4")})
-    assert empty[3].shape == (0, 64)
+    assert empty[3].shape == (0, 32)
 
 
 def test_export_needs_a_config_or_a_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "m.onnx")])
     assert "give --config or --checkpoint" in capsys.readouterr().err
+
+
+def test_fp16_export_keeps_roialign_and_nms_in_fp32(detecting_export, tmp_path):
+    model, _, _ = detecting_export
+    path = tmp_path / "half" / "model.onnx"
+    card = export_onnx(model, path, fp16=True)
+    assert card["precision"] == "fp16"
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    elem_types = {v.name: v.type.tensor_type.elem_type for v in graph.value_info}
+    elem_types.update({init.name: init.data_type for init in graph.initializer})
+    for node in graph.node:
+        if node.op_type in ("RoiAlign", "NonMaxSuppression"):
+            assert elem_types[node.input[0]] == onnx.TensorProto.FLOAT, node.op_type
+        if node.op_type == "DeformConv":
+            assert elem_types[node.input[1]] == onnx.TensorProto.FLOAT16
+    image = torch.randint(0, 256, (1, 3, 160, 192), dtype=torch.uint8)
+    outputs = _session(path).run(None, {"image": image.numpy(), "boxes": QUERIES.numpy()})
+    assert all(o.dtype == np.float32 for o in outputs)
+    with torch.no_grad():
+        ref = model(image, query_boxes=QUERIES)
+    ref_box = F.normalize(torch.cat([ref["query_alignps"], ref["query_roi"]], 1), dim=1).numpy()
+    assert np.all(np.sum(outputs[3] * ref_box, axis=1) >= 0.99)

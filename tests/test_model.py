@@ -121,8 +121,8 @@ def test_tiny_inference_shapes_and_normalised_embeddings():
         out = model(torch.randint(0, 256, (1, 3, 160, 224), dtype=torch.uint8))
     k = len(out["boxes"])
     assert 0 < k <= CONFIGS["tiny"].max_detections
-    assert out["emb_alignps"].shape == out["emb_roi"].shape == (k, 64)
-    assert out["query_alignps"].shape == out["query_roi"].shape == (0, 64)
+    assert out["emb_alignps"].shape == out["emb_roi"].shape == (k, 32)
+    assert out["query_alignps"].shape == out["query_roi"].shape == (0, 32)
     assert torch.all(out["scores"][:-1] >= out["scores"][1:])
     assert torch.all(out["boxes"][:, 2:] <= torch.tensor([224.0, 160.0]))
     torch.testing.assert_close(out["emb_roi"].norm(dim=1), torch.ones(k))

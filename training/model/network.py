@@ -62,7 +62,8 @@ class PersonSearchModel(nn.Module):
 
     def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """C4 and P3' (P3 minus its per-channel spatial mean) of 0..255 RGB images."""
-        x = (images.float() - self.pixel_mean) / self.pixel_std
+        x = (images.float() - self.pixel_mean.float()) / self.pixel_std.float()
+        x = x.to(self.backbone.conv1.weight.dtype)  # half in an fp16 export
         c3, c4, c5 = self.backbone(x)
         p3 = self.neck(c3, c4, c5)
         return c4, p3 - p3.mean(dim=(2, 3), keepdim=True)
@@ -124,6 +125,7 @@ class PersonSearchModel(nn.Module):
         boxes, scores, index = fcos.detect(
             cls, ltrb, ctr, images.shape[-2:], cfg.pre_nms_top, cfg.cls_threshold
         )
+        boxes, scores = boxes.float(), scores.float()  # NMS stays fp32 in an fp16 graph
         keep = nms(boxes, scores, cfg.nms_iou)[: cfg.max_detections]
         boxes, scores, index = boxes[keep], scores[keep], index[keep]
         flat_p3 = p3[0].flatten(1).t()
@@ -131,9 +133,9 @@ class PersonSearchModel(nn.Module):
         return {
             "boxes": boxes,
             "scores": scores,
-            "emb_alignps": F.normalize(flat_p3[index], dim=1),
+            "emb_alignps": F.normalize(flat_p3[index].float(), dim=1),
             "emb_roi": self._roi_embed(c4, boxes),
-            "query_alignps": F.normalize(flat_p3[_centre_index(query_boxes, p3)], dim=1),
+            "query_alignps": F.normalize(flat_p3[_centre_index(query_boxes, p3)].float(), dim=1),
             "query_roi": self._roi_embed(c4, query_boxes),
         }
 
@@ -141,7 +143,7 @@ class PersonSearchModel(nn.Module):
         # A leading dummy ROI (dropped after) keeps every op's batch >= 1: ONNX Runtime's
         # GroupNorm decomposition cannot reshape an empty batch. Eval-mode ops are per-ROI.
         rois = torch.cat([boxes.new_zeros((boxes.shape[0] + 1, 1)), _with_dummy(boxes)], dim=1)
-        return self.roi_head(c4, rois)[0][1:]
+        return self.roi_head(c4, rois)[0][1:].float()
 
 
 def _with_dummy(boxes: Tensor) -> Tensor:

@@ -70,7 +70,9 @@ class ROIHead(nn.Module):
 
     def forward(self, c4: Tensor, rois: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """rois: [K, 5] (batch index, x1, y1, x2, y2). Returns embeddings, logits, box deltas."""
-        crops = roi_align(c4, rois, ROI_SIZE, C4_SCALE, sampling_ratio=2, aligned=True)
+        # fp32 RoIAlign also in an fp16 graph: ONNX Runtime's CUDA RoiAlign has no fp16 kernel
+        crops = roi_align(c4.float(), rois.float(), ROI_SIZE, C4_SCALE, 2, aligned=True)
+        crops = crops.to(c4.dtype)
         pooled_c4 = crops.amax(dim=(2, 3))
         pooled_c5 = self.res5(crops).amax(dim=(2, 3))
         embeddings, logits = self.embedding([pooled_c4, pooled_c5])

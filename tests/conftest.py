@@ -1,0 +1,107 @@
+"""Shared fixture: `tiny` overfitted on a few synthetic frames, and its ONNX export.
+
+The model, export and server tests reuse one run (`overfit_run`) so it trains once per session.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.data import PRW, GalleryEntry, Query
+from training.export import export_onnx
+from training.model import PersonSearchModel, build_model
+from training.preprocess import load_rgb, resize_and_pad
+from training.synth import generate
+
+FRAME_SIZE = (384, 216)  # synthetic frame width, height; padded to 384 x 224
+DET_THRESH = 0.2  # search/detection score threshold (AlignPS's scripts use 0.2)
+
+
+@dataclass
+class OverfitRun:
+    """A trained tiny model, the synthetic PRW-layout dataset it saw, and its ONNX export."""
+
+    model: PersonSearchModel
+    root: Path  # dataset root (PRW layout); the model was trained on its train split
+    onnx_path: Path  # model card at onnx_path.with_name("model.json")
+    seconds: float  # training time
+
+
+def frame_tensors(dataset: PRW) -> torch.Tensor:
+    """All frames of a split as one uint8 batch [N, 3, H, W] at scale 1, padded to 32."""
+    frames = [resize_and_pad(load_rgb(r.path), scale=1.0).image for r in dataset.images]
+    return torch.from_numpy(np.stack(frames))
+
+
+def train_tiny(
+    dataset: PRW, iterations: int, batch: int = 2, seed: int = 0, lr: float = 1e-3
+) -> PersonSearchModel:
+    """Plain summed losses, AdamW, a cosine decay: enough to overfit a handful of frames."""
+    torch.manual_seed(seed)
+    model = build_model("tiny", num_ids=dataset.num_ids, queue_size=16).train()
+    images = frame_tensors(dataset)
+    targets = [
+        {"boxes": torch.from_numpy(r.boxes).float(), "pids": torch.from_numpy(r.pids)}
+        for r in dataset.images
+    ]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, lr, total_steps=iterations, pct_start=0.1
+    )
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(iterations):
+        chosen = torch.randperm(len(images), generator=generator)[:batch]
+        losses = model(images[chosen], [targets[i] for i in chosen])
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        schedule.step()
+    return model.eval()
+
+
+def search_protocol(dataset: PRW) -> tuple[list[Query], list[list[GalleryEntry]]]:
+    """Every labelled person in a frame queries the other frames (gt where that id appears)."""
+    queries, galleries = [], []
+    for record in dataset.images:
+        for box, pid in zip(record.boxes, record.pids, strict=True):
+            gallery = [
+                GalleryEntry(other.name, _box_of(other, pid))
+                for other in dataset.images
+                if other.name != record.name
+            ]
+            if pid >= 0 and any(entry.gt_box is not None for entry in gallery):
+                queries.append(Query(record.name, box, int(pid), record.camera))
+                galleries.append(gallery)
+    return queries, galleries
+
+
+def _box_of(record, pid: int) -> np.ndarray | None:
+    rows = np.flatnonzero(record.pids == pid)
+    return record.boxes[rows[0]] if len(rows) else None
+
+
+@pytest.fixture(scope="session")
+def overfit_run(tmp_path_factory) -> OverfitRun:
+    root = generate(
+        tmp_path_factory.mktemp("synth") / "prw",
+        "prw",
+        frames=16,
+        identities=8,
+        cameras=3,
+        seed=0,
+        size=FRAME_SIZE,
+        test_fraction=0.5,
+    )
+    start = time.perf_counter()
+    model = train_tiny(PRW(root, "train"), iterations=300)
+    seconds = time.perf_counter() - start
+    onnx_path = tmp_path_factory.mktemp("model") / "model.onnx"
+    export_onnx(model, onnx_path, card_extra={"dataset": "synthetic PRW (overfit test)"})
+    return OverfitRun(model, root, onnx_path, seconds)
