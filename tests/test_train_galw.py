@@ -31,8 +31,8 @@ from training.preprocess import load_rgb, resize_and_pad
 from training.synth import generate
 
 REPO = Path(__file__).resolve().parents[1]
-# small training sizes keep the resume runs cheap; the full run uses the automatic sizes
-FAST = ["--train-sizes", "128,192", "--max-size", "192,115", "--workers", "0", "--no-progress"]
+# small frames keep the runs that are not evaluated cheap
+FAST = ["--train-sizes", "96,128", "--max-size", "128,77", "--workers", "0", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +208,7 @@ def test_bad_data_root_is_a_clear_error(tmp_path):
         (["--groups", "11"], "--groups must be between 1 and the 10 tasks"),
         (["--weighting", "fixed", "--grouping", "branch"], "drop --grouping"),
         (["--grouping", "no-such-groups.json"], "not slope|branch|random nor a groups file"),
+        (["--config", "r101"], "--config r101: choose one of"),
     ],
 )
 def test_impossible_options_are_refused(tmp_path, capsys, options, message):

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from galw.grouping import LINKAGES
+from training.model.config import CONFIGS
 from training.model.tasks import TASKS
 
 WEIGHTINGS = ("galw", "rulwf", "ulwf", "fixed")
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument(
         "--probe-samples", type=int, default=50, help="probed iterations per probe epoch"
     )
-    method.add_argument("--linkage", default="ward", help="hierarchical clustering linkage")
+    method.add_argument("--linkage", choices=LINKAGES, default="ward", help="clustering linkage")
 
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=REFERENCE_EPOCHS)
@@ -121,6 +123,8 @@ def check_options(args: argparse.Namespace) -> argparse.Namespace:
     for name in ("epochs", "batch_size", "probe_samples", "log_every", "checkpoint_every"):
         if getattr(args, name) < 1:
             raise OptionError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.config not in CONFIGS:
+        raise OptionError(f"--config {args.config}: choose one of {', '.join(CONFIGS)}")
     if args.probe_epochs is None:
         args.probe_epochs = args.epochs
     if args.lr is None:
@@ -204,6 +208,11 @@ def resume_options(args: argparse.Namespace) -> argparse.Namespace:
     for name in RUNTIME_OPTIONS:
         setattr(merged, name, getattr(args, name))
     merged.resume = True
+    kept = ", ".join(f"--{name.replace('_', '-')}" for name in RUNTIME_OPTIONS)
+    print(
+        f"[galw] resuming with the options in {config_path} (this command sets {kept})",
+        file=sys.stderr,
+    )
     for name in ("data_root", "out", "backbone_weights"):
         if getattr(merged, name) is not None:
             setattr(merged, name, Path(getattr(merged, name)))

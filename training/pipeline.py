@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from galw.grouping import Grouping, build_grouping
 from galw.probe import GalwFileError, GradientHistory, GradientProbe
@@ -26,13 +25,16 @@ from training.data import load_dataset
 from training.data.base import DatasetError
 from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages
 from training.model import build_model
+from training.model.config import resolve_config
 from training.model.tasks import TASK_BRANCHES, TASK_KINDS, TASKS
+from training.run_outputs import evaluate_model, export_model
 from training.train_loop import (
     Phase,
     RunHooks,
     Schedule,
     StopRequest,
     TrainingStopped,
+    log,
     truncate_log,
 )
 
@@ -44,10 +46,6 @@ SIZE_SAMPLE = 200  # frames whose size is read to choose the sizes
 
 class RunError(RuntimeError):
     """The run cannot go on (bad data, a run directory in the way, ...); the message says why."""
-
-
-def log(message: str) -> None:
-    tqdm.write(f"[galw] {message}")
 
 
 def run_algorithm(args: argparse.Namespace) -> int:
@@ -81,8 +79,7 @@ def run_algorithm(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log("aborted by a second Ctrl-C; the last periodic checkpoint is in " + str(run.last))
         return 130
-    context.finish(model, grouping)
-    return 0
+    return context.finish(model, grouping)
 
 
 class RunDir:
@@ -165,7 +162,7 @@ class TrainingContext:
     def _export_keys(self) -> dict[str, Any]:
         """The checkpoint keys training/export.py reads, besides "model"."""
         return {
-            "config": self.args.config,
+            "config": resolve_config(self.args.config).to_dict(),
             "num_ids": self.train.num_ids,
             "queue_size": self.train.queue_size,
             "attr_dim": 0,
@@ -259,10 +256,8 @@ class TrainingContext:
         self.weighting = weighting
         return model
 
-    def finish(self, model: torch.nn.Module, grouping: Grouping | None) -> None:
+    def finish(self, model: torch.nn.Module, grouping: Grouping | None) -> int:
         """Plots, final checkpoint, evaluation and export of a finished main run."""
-        from training.run_outputs import evaluate_model, export_model
-
         if self.weighting.sigmas():
             _plot("sigmas", "plot_sigmas", _main_steps(self.run.log), self.run.sigma_plot)
         final = {
@@ -282,8 +277,17 @@ class TrainingContext:
         log(f"final checkpoint: {self.run.final}")
         if not self.args.no_export:
             started = time.monotonic()
-            export_model(model, self.run, self.args, metrics, grouping)
+            try:
+                export_model(model, self.run, self.args, metrics, grouping)
+            except Exception as error:  # the trained weights are safe in the final checkpoint
+                log(
+                    f"ONNX export failed: {error}\nthe trained model is in {self.run.final}; "
+                    f"retry with: python -m training.export --checkpoint {self.run.final} "
+                    f"--out {self.run.onnx}"
+                )
+                return 1
             log(f"export took {time.monotonic() - started:.1f} s")
+        return 0
 
 
 def scaled_lr_steps(epochs: int, main_epochs: int, main_steps: list[int]) -> list[int]:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from training.data import load_dataset
 from training.evaluate import evaluate_dataset
 from training.preprocess import load_rgb, resize_and_pad
+from training.train_loop import log
 
 EMBEDDINGS = ("alignps", "roi", "concat")
 
@@ -95,11 +96,11 @@ def evaluate_model(model: nn.Module, args: argparse.Namespace, device: torch.dev
             for setting, options in protocols(args.dataset, args.gallery_size).items()
         }
     headline_setting = next(iter(protocols(args.dataset, args.gallery_size)))
-    tqdm.write(f"[galw] test metrics ({headline_setting}):")
+    log(f"test metrics ({headline_setting}):")
     for embedding in EMBEDDINGS:
         scores = metrics[embedding][headline_setting]
-        tqdm.write(
-            f"[galw]   {embedding:8s} mAP {scores['mAP']:.4f}  top-1 {scores['top1']:.4f}  "
+        log(
+            f"  {embedding:8s} mAP {scores['mAP']:.4f}  top-1 {scores['top1']:.4f}  "
             f"det AP {scores['det_ap']:.4f}  det recall {scores['det_recall']:.4f}"
         )
     return metrics
@@ -130,5 +131,5 @@ def export_model(model: nn.Module, run, args: argparse.Namespace, metrics, group
     card = export_onnx(
         model, run.onnx, embedding="concat", fp16=args.export_fp16, card_extra=card_extra
     )
-    tqdm.write(f"[galw] exported {run.onnx} ({card['embedding_dim']}-d {card['embedding']})")
+    log(f"exported {run.onnx} ({card['embedding_dim']}-d {card['embedding']})")
     return card

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -26,6 +27,11 @@ from galw.probe import GradientProbe
 from galw.weighting import LossWeighting
 from training.checkpoint import rng_state, save_checkpoint, set_rng_state
 from training.data.torch_dataset import EpochBatches, TrainImages, epoch_loader
+
+
+def log(message: str) -> None:
+    """A progress message on stderr, beside the progress bar (stdout stays free)."""
+    tqdm.write(f"[galw] {message}", file=sys.stderr)
 
 
 class TrainingStopped(Exception):
