@@ -41,6 +41,13 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(root, "prw", frames=24, identities=8, cameras=3, seed=0, size=(320, 192))
 
 
+@pytest.fixture(scope="module")
+def small_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six training frames: enough for the runs that check resuming, not learning."""
+    root = tmp_path_factory.mktemp("synth_small") / "prw"
+    return generate(root, "prw", frames=12, identities=6, cameras=3, seed=1, size=(320, 192))
+
+
 def run_cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
@@ -120,21 +127,24 @@ def check_onnx_matches_checkpoint(run: Path, card: dict, data_root: Path) -> Non
     np.testing.assert_allclose(box_embeddings, expected.numpy(), atol=1e-3)
 
 
-def test_resume_after_interruptions_repeats_the_uninterrupted_run(synthetic, tmp_path):
+def test_resume_after_interruptions_repeats_the_uninterrupted_run(small_synthetic, tmp_path):
     options = [
-        "--dataset", "prw", "--data-root", str(synthetic), "--config", "tiny",
-        "--probe-epochs", "2", "--epochs", "1", "--batch-size", "4", "--probe-samples", "1",
+        "--dataset", "prw", "--data-root", str(small_synthetic), "--config", "tiny",
+        "--probe-epochs", "2", "--epochs", "1", "--batch-size", "3", "--probe-samples", "1",
         "--log-every", "1", "--checkpoint-every", "2", "--no-eval", "--no-export", *FAST,
     ]  # fmt: skip
-    # 12 training frames in batches of 4: 3 iterations per epoch, 6 probe + 3 main in all
+    # 6 training frames in batches of 3: 2 iterations per epoch, 4 probe + 2 main in all
     assert main([*options, "--out", str(tmp_path / "whole")]) == 0
 
     stopped = tmp_path / "stopped"
-    assert main([*options, "--out", str(stopped), "--stop-after-iters", "4"]) == 0
+    assert main([*options, "--out", str(stopped), "--stop-after-iters", "3"]) == 0
     checkpoint = torch.load(stopped / "checkpoints" / "last.pth", weights_only=False)
     assert checkpoint["phase"] == "probe" and checkpoint["progress"]["batch"] == 1
+    # a record written after the checkpoint by a process that then crashed: resume drops it
+    with (stopped / "train_log.jsonl").open("a") as log:
+        log.write(json.dumps({"event": "step", "phase": "probe", "step": 4, "loss": 0.0}) + "\n")
     resume = ["--out", str(stopped), "--resume", "--workers", "0", "--no-progress"]
-    assert main([*resume, "--stop-after-iters", "3"]) == 0  # stops inside the main epoch
+    assert main([*resume, "--stop-after-iters", "2"]) == 0  # stops inside the main epoch
     checkpoint = torch.load(stopped / "checkpoints" / "last.pth", weights_only=False)
     assert checkpoint["phase"] == "main" and checkpoint["progress"]["batch"] == 1
     assert main(resume) == 0
@@ -159,12 +169,12 @@ def test_resume_after_interruptions_repeats_the_uninterrupted_run(synthetic, tmp
     np.testing.assert_allclose([r[2] for r in logged], [r[2] for r in expected], rtol=1e-4)
 
 
-def test_ctrl_c_leaves_a_resumable_checkpoint(synthetic, tmp_path):
+def test_ctrl_c_leaves_a_resumable_checkpoint(small_synthetic, tmp_path):
     run = tmp_path / "run"
     process = subprocess.Popen(
         [
             sys.executable, "-m", "training.galw", "--dataset", "prw",
-            "--data-root", str(synthetic), "--config", "tiny", "--weighting", "rulwf",
+            "--data-root", str(small_synthetic), "--config", "tiny", "--weighting", "rulwf",
             "--epochs", "3", "--batch-size", "2", "--log-every", "1", "--no-eval",
             "--no-export", "--out", str(run), *FAST,
         ],
