@@ -1,0 +1,408 @@
+"""The HTTP service end to end: a real `python -m server` on 127.0.0.1, the model trained in
+this session (`overfit_run`), synthetic PRW frames, httpx as the client."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.testing import ServerProcess
+from training.data import PRW
+
+PROBLEM = "application/problem+json"
+# The overfit test model scores its detections lower than a fully trained one; the
+# conftest evaluates it at 0.2 (AlignPS's search threshold) and so does the server here.
+MIN_DETECTION_SCORE = 0.2
+MAX_FILES = 4
+MAX_UPLOAD_MB = 1
+
+
+@dataclass(frozen=True)
+class Frame:
+    frame_id: str
+    path: Path
+    camera: str
+    boxes: np.ndarray
+    pids: np.ndarray
+
+
+def serving_copy(overfit_run, directory: Path) -> Path:
+    """The test model, with a card whose max_size is the size its frames were trained at.
+
+    conftest's train_tiny feeds frames at scale 1, so the network only knows people at that
+    size, while export_onnx writes the reference max_size (1500x900) unless told otherwise
+    (`python -m training.galw` records the size it trained and evaluated at). Serving at the
+    reference size would upsample the frames about 4x. With a card that already says the
+    right size this copy changes nothing.
+    """
+    sizes = [Image.open(r.path).size for r in PRW(overfit_run.root, "train").images]
+    trained = [max(max(w, h) for w, h in sizes), max(min(w, h) for w, h in sizes)]
+    card = json.loads(overfit_run.onnx_path.with_name("model.json").read_text())
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(overfit_run.onnx_path, directory / "model.onnx")
+    (directory / "model.json").write_text(json.dumps({**card, "max_size": trained}))
+    return directory / "model.onnx"
+
+
+def synthetic_frames(root: Path) -> list[Frame]:
+    """The frames of the dataset the test model was trained on, with their people."""
+    return [
+        Frame(Path(r.name).stem, r.path, f"c{r.camera}", r.boxes, r.pids)
+        for r in PRW(root, "train").images
+    ]
+
+
+def encode(image: Image.Image | np.ndarray, fmt: str = "JPEG") -> bytes:
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def person_crop(frame: Frame, index: int, margin: float = 0.1) -> bytes:
+    """A query as a user sends it: the person's box with a little context, as a JPEG."""
+    x1, y1, x2, y2 = frame.boxes[index]
+    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
+    with Image.open(frame.path) as image:
+        box = (
+            max(0, x1 - dx),
+            max(0, y1 - dy),
+            min(image.width, x2 + dx),
+            min(image.height, y2 + dy),
+        )
+        return encode(image.convert("RGB").crop(tuple(round(v) for v in box)))
+
+
+def labelled_person(frames: list[Frame]) -> tuple[Frame, int]:
+    """The largest labelled person, so the crop is a fair query."""
+    candidates = [
+        (float(np.prod(f.boxes[i, 2:] - f.boxes[i, :2])), n, i)
+        for n, f in enumerate(frames)
+        for i in range(len(f.pids))
+        if f.pids[i] >= 0
+    ]
+    _, frame_index, person = max(candidates)
+    return frames[frame_index], person
+
+
+def iou(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+    union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
+    return float(inter / union)
+
+
+def ingest(client: httpx.Client, frames: list[Frame], **fields) -> httpx.Response:
+    files = [("files", (f.path.name, f.path.read_bytes(), "image/jpeg")) for f in frames]
+    data = {
+        "frame_id": [f.frame_id for f in frames],
+        "camera": [f.camera for f in frames],
+        "timestamp": [str(1_700_000_000 + n) for n in range(len(frames))],
+        **fields,
+    }
+    return client.post("/gallery", files=files, data=data)
+
+
+def search(client: httpx.Client, query: bytes, **fields) -> httpx.Response:
+    return client.post("/search", files={"query": ("query.jpg", query, "image/jpeg")}, data=fields)
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"]
+    return body
+
+
+@pytest.fixture(scope="module")
+def frames(overfit_run) -> list[Frame]:
+    return synthetic_frames(overfit_run.root)
+
+
+@pytest.fixture(scope="module")
+def model_path(overfit_run, tmp_path_factory) -> Path:
+    return serving_copy(overfit_run, tmp_path_factory.mktemp("served-model"))
+
+
+@pytest.fixture(scope="module")
+def server(model_path: Path, tmp_path_factory) -> Iterator[ServerProcess]:
+    data_dir = tmp_path_factory.mktemp("server-data")
+    with ServerProcess(
+        log_path=data_dir.parent / "server.log",
+        model=model_path,
+        data_dir=data_dir,
+        min_detection_score=MIN_DETECTION_SCORE,
+        max_files=MAX_FILES,
+        max_upload_mb=MAX_UPLOAD_MB,
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def gallery(client: httpx.Client, frames: list[Frame]) -> dict[str, dict]:
+    """All training frames ingested, in batches of at most MAX_FILES; answers by frame id."""
+    answers = {}
+    for start in range(0, len(frames), MAX_FILES):
+        response = ingest(client, frames[start : start + MAX_FILES])
+        assert response.status_code == 201, response.text
+        answers |= {frame["frame_id"]: frame for frame in response.json()["frames"]}
+    return answers
+
+
+# ---- service basics --------------------------------------------------------------------
+
+
+def test_health_readiness_docs_and_model(client: httpx.Client, model_path: Path) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/gallery", "/search", "/gallery/frames/{frame_id}", "/metrics"} <= set(paths)
+    model = client.get("/model").json()
+    card = json.loads(model_path.with_name("model.json").read_text())
+    assert model["card"]["onnx_sha256"] == model["sha256"]
+    assert model["card"]["embedding_dim"] == model["embedding_dim"]
+    assert model["providers"] == ["CPUExecutionProvider"]
+    assert model["min_detection_score"] == MIN_DETECTION_SCORE
+    assert model["card"] == card
+
+
+# ---- ingest and search -----------------------------------------------------------------
+
+
+def test_ingest_answers_boxes_in_original_pixels(gallery: dict, frames: list[Frame]) -> None:
+    for frame in frames:
+        answer = gallery[frame.frame_id]
+        with Image.open(frame.path) as image:
+            assert (answer["width"], answer["height"]) == image.size
+        assert answer["camera"] == frame.camera
+        boxes = np.array([d["box"] for d in answer["detections"]]).reshape(-1, 4)
+        assert np.all(boxes[:, 2:] <= [answer["width"], answer["height"]])
+        assert all(d["score"] >= MIN_DETECTION_SCORE for d in answer["detections"])
+    # The model was trained on these frames: most annotated people are found where they are.
+    found = [
+        max((iou(d["box"], box) for d in gallery[f.frame_id]["detections"]), default=0.0) >= 0.5
+        for f in frames
+        for box in f.boxes
+    ]
+    assert np.mean(found) >= 0.6, f"only {np.mean(found):.0%} of the people detected"
+
+
+def test_search_with_a_person_crop_finds_its_frame(
+    client: httpx.Client, gallery: dict, frames: list[Frame]
+) -> None:
+    frame, person = labelled_person(frames)
+    response = search(client, person_crop(frame, person), top_k="5")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    results = body["results"]
+    assert results and body["took_ms"] > 0
+    similarities = [hit["similarity"] for hit in results]
+    assert similarities == sorted(similarities, reverse=True)
+    best_in_frame = next(hit for hit in results if hit["frame_id"] == frame.frame_id)
+    assert results.index(best_in_frame) < 3, [hit["frame_id"] for hit in results]
+    assert iou(best_in_frame["box"], frame.boxes[person]) >= 0.5
+    assert best_in_frame["camera"] == frame.camera
+
+
+def test_search_filters_and_explicit_box(
+    client: httpx.Client, gallery: dict, frames: list[Frame]
+) -> None:
+    frame, person = labelled_person(frames)
+    with Image.open(frame.path) as image:
+        whole = encode(image.convert("RGB"))
+    x1, y1, x2, y2 = frame.boxes[person]
+    response = search(client, whole, box=f"{x1},{y1},{x2},{y2}", top_k="3", camera=frame.camera)
+    body = response.json()
+    assert response.status_code == 200, response.text
+    assert body["results"] and all(hit["camera"] == frame.camera for hit in body["results"])
+    assert body["query"]["source"] in ("detection", "box")
+    if body["query"]["source"] == "detection":  # the detector's box of this same person
+        assert body["query"]["iou"] >= 0.5
+    assert iou(body["query"]["box"], frame.boxes[person]) >= 0.5
+    floor = search(client, whole, box=f"{x1},{y1},{x2},{y2}", min_similarity="0.999999")
+    assert all(hit["similarity"] >= 0.999999 for hit in floor.json()["results"])
+    nobody = search(client, whole, camera="no-such-camera").json()["results"]
+    assert nobody == []
+
+
+def test_frame_lookup_image_and_stats(client: httpx.Client, gallery: dict, frames: list[Frame]):
+    frame = frames[0]
+    stored = client.get(f"/gallery/frames/{frame.frame_id}").json()
+    assert stored["detections"] == gallery[frame.frame_id]["detections"]
+    assert stored["timestamp"] == gallery[frame.frame_id]["timestamp"]
+    image = client.get(f"/gallery/frames/{frame.frame_id}/image")
+    assert image.headers["content-type"] == "image/jpeg"
+    assert image.content == frame.path.read_bytes()
+    stats = client.get("/gallery/stats").json()
+    assert stats["frames"] >= len(frames)
+    assert stats["index_size"] == stats["detections"] >= 1
+
+
+def test_delete_removes_the_frame_from_results(client: httpx.Client, gallery: dict, frames):
+    frame, person = labelled_person(frames)
+    copy_id = f"{frame.frame_id}-copy"
+    assert ingest(client, [frame], frame_id=copy_id).status_code == 201
+    query = person_crop(frame, person)
+    before = {hit["frame_id"] for hit in search(client, query, top_k="1000").json()["results"]}
+    assert copy_id in before
+    assert client.delete(f"/gallery/frames/{copy_id}").status_code == 204
+    after = {hit["frame_id"] for hit in search(client, query, top_k="1000").json()["results"]}
+    assert copy_id not in after and frame.frame_id in after
+    assert_problem(client.get(f"/gallery/frames/{copy_id}"), 404)
+    assert_problem(client.get(f"/gallery/frames/{copy_id}/image"), 404)
+
+
+def test_metrics_count_requests_inference_and_gallery(client: httpx.Client, gallery: dict):
+    client.get("/healthz")
+    text = client.get("/metrics").text
+    assert 'ps_http_requests_total{method="POST",route="/gallery",status="201"}' in text
+    assert 'ps_inference_seconds_count{kind="detect"}' in text
+    frames = next(line for line in text.splitlines() if line.startswith("ps_gallery_frames "))
+    assert float(frames.split()[1]) >= len(gallery)
+
+
+# ---- bad input -------------------------------------------------------------------------
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height: a decompression bomb's signature."""
+    data = bytearray(encode(np.zeros((8, 8, 3), np.uint8), "PNG"))
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    return bytes(data)
+
+
+def jpeg(width: int = 64, height: int = 128) -> bytes:
+    rng = np.random.default_rng(0)
+    return encode(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+
+
+BAD_UPLOADS = {
+    "not an image": (b"this is plain text, not an image", 415),
+    "truncated image": (jpeg()[:600], 422),
+    "empty file": (b"", 422),
+    "decompression bomb": (png_claiming_size(60_000, 60_000), 413),
+    "file too large": (
+        encode(np.random.default_rng(1).integers(0, 255, (800, 800, 3), np.uint8), "PNG"),
+        413,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_UPLOADS))
+@pytest.mark.parametrize("route", ["/gallery", "/search"])
+def test_bad_images_get_their_4xx(client: httpx.Client, route: str, case: str) -> None:
+    data, status = BAD_UPLOADS[case]
+    field = "files" if route == "/gallery" else "query"
+    frame_id = {"frame_id": f"bad-{case.replace(' ', '-')}"} if route == "/gallery" else {}
+    response = client.post(route, files={field: ("upload.bin", data)}, data=frame_id)
+    assert_problem(response, status)
+    assert client.get("/healthz").status_code == 200
+    if route == "/gallery":  # nothing was stored
+        assert_problem(client.get(f"/gallery/frames/{frame_id['frame_id']}"), 404)
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ({"box": "0,0,65,10"}, 422),  # outside the 64x128 query
+        ({"box": "-1,0,10,10"}, 422),
+        ({"box": "10,10,5,20"}, 422),  # corners out of order
+        ({"box": "1,2,3"}, 422),
+        ({"box": "a,b,c,d"}, 422),
+        ({"top_k": "ten"}, 422),
+        ({"top_k": "0"}, 422),
+        ({"top_k": "1001"}, 422),
+        ({"min_similarity": "nan"}, 422),
+        ({"min_score": "2"}, 422),
+        ({"start": "yesterday"}, 422),
+        ({"start": "2024-01-02", "end": "2024-01-01"}, 422),
+    ],
+)
+def test_bad_search_fields_get_422(client: httpx.Client, fields: dict, status: int) -> None:
+    assert_problem(search(client, jpeg(), **fields), status)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_bad_ingest_requests(client: httpx.Client, gallery: dict, frames: list[Frame]) -> None:
+    frame = frames[0]
+    one = [("files", ("f.jpg", jpeg()))]
+    assert_problem(client.post("/gallery", files=one, data={"frame_id": "../etc/passwd"}), 422)
+    assert_problem(client.post("/gallery", files=one, data={"frame_id": "a\\b"}), 422)
+    assert_problem(client.post("/gallery", files=one, data={"frame_id": frame.frame_id}), 409)
+    assert_problem(client.post("/gallery", files=one, data={"timestamp": "soon"}), 422)
+    two = one + [("files", ("g.jpg", jpeg()))]
+    assert_problem(client.post("/gallery", files=two, data={"frame_id": ["x1", "x1"]}), 409)
+    assert_problem(client.post("/gallery", files=two, data={"frame_id": "only-one"}), 422)
+    too_many = one * (MAX_FILES + 1)
+    assert_problem(client.post("/gallery", files=too_many), 413)
+    assert_problem(client.post("/gallery", data={"camera": "c1"}), 422)  # no files at all
+    assert_problem(client.post("/gallery", json={"files": []}), 422)
+    # A body over the whole-request limit is refused while it streams in.
+    huge = b"\0" * ((MAX_UPLOAD_MB * MAX_FILES + 2) * 1024 * 1024)
+    assert_problem(client.post("/gallery", files={"files": ("big.jpg", huge)}), 413)
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/gallery/stats").json()["frames"] == len(gallery)
+
+
+def test_unknown_and_path_like_frame_ids(client: httpx.Client, gallery: dict) -> None:
+    for method in ("GET", "DELETE"):
+        assert_problem(client.request(method, "/gallery/frames/nope"), 404)
+        assert_problem(client.request(method, "/gallery/frames/.hidden"), 422)
+        assert_problem(client.request(method, "/gallery/frames/a%5Cb"), 422)
+    assert_problem(client.get("/gallery/frames/nope/image"), 404)
+    # An encoded slash cannot reach a frame route at all.
+    assert_problem(client.get("/gallery/frames/..%2F..%2Fgallery.sqlite3"), 404)
+    assert client.get("/healthz").status_code == 200
+
+
+# ---- API key ---------------------------------------------------------------------------
+
+
+def test_api_key_guards_everything_but_health(overfit_run, tmp_path: Path) -> None:
+    with (
+        ServerProcess(
+            model=overfit_run.onnx_path,
+            data_dir=tmp_path,
+            api_key="s3cret",
+            min_detection_score=MIN_DETECTION_SCORE,
+        ) as keyed,
+        httpx.Client(base_url=keyed.url, timeout=60) as http,
+    ):
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/readyz").status_code == 200
+        for method, path in [
+            ("GET", "/model"),
+            ("GET", "/metrics"),
+            ("GET", "/gallery/stats"),
+            ("GET", "/gallery/frames/x"),
+            ("DELETE", "/gallery/frames/x"),
+        ]:
+            assert_problem(http.request(method, path), 401)
+            assert_problem(http.request(method, path, headers={"X-API-Key": "wrong"}), 401)
+        assert_problem(search(http, jpeg()), 401)
+        good = {"X-API-Key": "s3cret"}
+        assert http.get("/gallery/stats", headers=good).status_code == 200
+        response = http.post("/search", files={"query": ("q.jpg", jpeg())}, headers=good)
+        assert response.status_code == 200, response.text

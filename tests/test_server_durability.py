@@ -1,0 +1,126 @@
+"""The gallery outlives the process: a clean restart, and a SIGKILL in the middle of ingesting."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.testing import ServerProcess
+from tests.test_server_api import (
+    MIN_DETECTION_SCORE,
+    ingest,
+    labelled_person,
+    person_crop,
+    search,
+    serving_copy,
+    synthetic_frames,
+)
+
+
+@pytest.fixture(scope="module")
+def model_path(overfit_run, tmp_path_factory) -> Path:
+    return serving_copy(overfit_run, tmp_path_factory.mktemp("served-model"))
+
+
+def start(model_path: Path, data_dir: Path) -> ServerProcess:
+    return ServerProcess(
+        log_path=data_dir.parent / f"{data_dir.name}.log",
+        model=model_path,
+        data_dir=data_dir,
+        min_detection_score=MIN_DETECTION_SCORE,
+    ).start()
+
+
+def found_frames(client: httpx.Client, query: bytes) -> set[str]:
+    response = search(client, query, top_k="1000")
+    assert response.status_code == 200, response.text
+    return {hit["frame_id"] for hit in response.json()["results"]}
+
+
+def test_restart_keeps_the_gallery(overfit_run, model_path: Path, tmp_path: Path) -> None:
+    frames = synthetic_frames(overfit_run.root)[:4]
+    frame, person = labelled_person(frames)
+    query = person_crop(frame, person)
+    server = start(model_path, tmp_path / "data")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert ingest(client, frames).status_code == 201
+            before = client.get("/gallery/stats").json()
+            results_before = search(client, query, top_k="1000").json()["results"]
+    finally:
+        # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
+        assert server.stop() in (0, -signal.SIGTERM)
+    server = start(model_path, tmp_path / "data")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            after = client.get("/gallery/stats").json()
+            assert {k: after[k] for k in ("frames", "detections", "index_size")} == {
+                k: before[k] for k in ("frames", "detections", "index_size")
+            }
+            assert after["index_origin"] == "loaded"  # saved at shutdown, not rebuilt
+            results_after = search(client, query, top_k="1000").json()["results"]
+            assert [(h["frame_id"], h["detection_id"]) for h in results_after] == [
+                (h["frame_id"], h["detection_id"]) for h in results_before
+            ]
+            image = client.get(f"/gallery/frames/{frames[0].frame_id}/image")
+            assert image.content == frames[0].path.read_bytes()
+    finally:
+        server.stop()
+
+
+def test_sigkill_while_ingesting_loses_no_acknowledged_frame(
+    overfit_run, model_path: Path, tmp_path: Path
+) -> None:
+    frames = synthetic_frames(overfit_run.root)
+    server = start(model_path, tmp_path / "data")
+    acknowledged: list[str] = []
+    refused: list[str] = []
+    enough = threading.Event()
+
+    def keep_ingesting() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for n in range(1000):
+                frame = frames[n % len(frames)]
+                try:
+                    response = ingest(client, [frame], frame_id=f"f{n:04d}")
+                except httpx.TransportError:
+                    return  # the server died under this request: it was never acknowledged
+                if response.status_code != 201:
+                    refused.append(response.text)
+                    return
+                acknowledged.append(f"f{n:04d}")
+                if len(acknowledged) >= 6:
+                    enough.set()
+
+    writer = threading.Thread(target=keep_ingesting)
+    writer.start()
+    try:
+        assert enough.wait(120), f"the server did not acknowledge frames: {refused}"
+    finally:
+        server.kill()
+        writer.join(60)
+    assert not writer.is_alive() and not refused
+
+    server = start(model_path, tmp_path / "data")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            stats = client.get("/gallery/stats").json()
+            assert stats["frames"] >= len(acknowledged)
+            assert stats["index_size"] == stats["detections"]  # the index agrees with SQLite
+            for frame_id in acknowledged:
+                stored = client.get(f"/gallery/frames/{frame_id}")
+                assert stored.status_code == 200, frame_id
+                assert client.get(f"/gallery/frames/{frame_id}/image").status_code == 200
+            # Every acknowledged frame with a detection comes back from a search.
+            frame, person = labelled_person(frames)
+            found = found_frames(client, person_crop(frame, person))
+            with_people = [
+                f for f in acknowledged if client.get(f"/gallery/frames/{f}").json()["detections"]
+            ]
+            assert with_people and set(with_people) <= found
+    finally:
+        server.stop()
