@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +391,41 @@ def test_missing_frame_counts_as_no_detections():
     assert metrics["missing_gallery_images"] == 1
     assert metrics["mAP"] == 0.0
     assert metrics["det_recall"] == pytest.approx(3 / 5)
+
+
+class _TrackedGallery(list):
+    """A gallery list that can be watched with a weak reference."""
+
+
+class RepeatedQueries(TinyDataset):
+    """TinyDataset's query asked many times; counts the galleries still alive at each request."""
+
+    def __init__(self, repeats: int) -> None:
+        super().__init__()
+        self.queries = self.queries * repeats
+        self._handed_out: list[weakref.ref] = []
+        self.most_alive_before_a_request = 0
+
+    def gallery(self, query_index, gallery_size=100, cross_camera=False):
+        alive = sum(ref() is not None for ref in self._handed_out)
+        self.most_alive_before_a_request = max(self.most_alive_before_a_request, alive)
+        tracked = _TrackedGallery(super().gallery(query_index, gallery_size, cross_camera))
+        self._handed_out.append(weakref.ref(tracked))
+        return tracked
+
+
+def test_evaluate_dataset_builds_galleries_one_query_at_a_time():
+    # More queries than one block of the similarity product, so blocks are crossed too.
+    dataset = RepeatedQueries(repeats=600)
+    results = perfect_results(dataset)
+    results["gallery"]["c2_2.jpg"]["embeddings"][1] = [0.0, 1.0, 0.0]  # half the positives lost
+    metrics = evaluate_dataset(dataset, results)
+    # At the request for the next gallery only the one being finished may still be alive.
+    assert dataset.most_alive_before_a_request <= 1
+    assert len(dataset._handed_out) == metrics["num_queries"] == 600
+    single = TinyDataset()
+    single_results = {**results, "queries": results["queries"][:1]}
+    assert metrics["mAP"] == evaluate_dataset(single, single_results)["mAP"] < 1.0
 
 
 # ----- the command line on synthetic data in the real on-disk layouts

@@ -46,9 +46,11 @@ def evaluate_dataset(
             f"but {dataset.name} has {len(dataset.queries)} queries"
         )
     detections = parse_gallery(results, det_thresh)
-    galleries = [
+    # Built one query at a time as the search consumes them: all of PRW's galleries at once
+    # would be ~12.5 million entries (over a GB), CUHK-SYSU's full pool ~20 million.
+    galleries = (
         dataset.gallery(index, gallery_size, cross_camera) for index in range(len(dataset.queries))
-    ]
+    )
     search = summarise(search_outcomes(query_embeddings, galleries, detections))
     everyone = detection_metrics(dataset.images, detections, DETECTION_IOU, labelled_only=False)
     labelled = detection_metrics(dataset.images, detections, DETECTION_IOU, labelled_only=True)

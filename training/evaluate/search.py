@@ -18,8 +18,9 @@ an image's positive; AP groups tied scores together as scikit-learn does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,9 @@ from training.evaluate.results import GalleryDetections, ResultsError, parse_gal
 
 TOP_K = (1, 5, 10)
 _QUERY_BLOCK = 256
+# Similarities held at once (64 MiB of float32): fewer queries per block for huge galleries.
+_BLOCK_SIMILARITIES = 2**24
+_END = object()  # marks an exhausted gallery iterator
 
 
 @dataclass(frozen=True)
@@ -69,31 +73,47 @@ def evaluate_search(
 
 def search_outcomes(
     query_embeddings: np.ndarray,
-    galleries: Sequence[Sequence[GalleryEntry]],
+    galleries: Iterable[Sequence[GalleryEntry]],
     detections: GalleryDetections,
 ) -> list[QueryOutcome]:
-    """Score each normalised query embedding against its gallery's kept detections."""
-    if len(galleries) != len(query_embeddings):
+    """Score each normalised query embedding against its gallery's kept detections.
+
+    galleries may be a generator: it is consumed one gallery at a time, in query order, so a
+    caller never needs every query's gallery at once (on PRW that would be ~12.5 million
+    entries).
+    """
+    if isinstance(galleries, Sized) and len(galleries) != len(query_embeddings):
         raise ValueError(f"{len(query_embeddings)} query embeddings but {len(galleries)} galleries")
+    gallery_embeddings = _gallery_embeddings(query_embeddings, detections)
+    pending = iter(galleries)
+    outcomes = []
+    # One matrix product per block of queries: far faster than a product per query.
+    block = max(1, min(_QUERY_BLOCK, _BLOCK_SIMILARITIES // max(1, len(gallery_embeddings))))
+    for start in range(0, len(query_embeddings), block):
+        similarities = query_embeddings[start : start + block] @ gallery_embeddings.T
+        block_galleries = islice(pending, len(similarities))
+        # strict=False: running out of galleries is reported below, with the counts.
+        for row, gallery in zip(similarities, block_galleries, strict=False):
+            outcomes.append(_score_query(row, gallery, detections))
+    if len(outcomes) < len(query_embeddings):
+        raise ValueError(f"{len(query_embeddings)} query embeddings but {len(outcomes)} galleries")
+    if next(pending, _END) is not _END:
+        raise ValueError(f"{len(query_embeddings)} query embeddings but more galleries")
+    return outcomes
+
+
+def _gallery_embeddings(query_embeddings: np.ndarray, detections: GalleryDetections) -> np.ndarray:
+    """The kept detections' embeddings, checked against the queries' dimension."""
     if detections.embeddings is None:
         if len(detections.scores):
             raise ResultsError("results have gallery boxes but no 'embeddings'")
-        gallery_embeddings = np.zeros((0, query_embeddings.shape[1]), dtype=np.float32)
-    else:
-        gallery_embeddings = detections.embeddings
-    if gallery_embeddings.shape[1] != query_embeddings.shape[1]:
+        return np.zeros((0, query_embeddings.shape[1]), dtype=np.float32)
+    if detections.embeddings.shape[1] != query_embeddings.shape[1]:
         raise ResultsError(
-            f"gallery embeddings have {gallery_embeddings.shape[1]} dimensions, "
+            f"gallery embeddings have {detections.embeddings.shape[1]} dimensions, "
             f"query embeddings {query_embeddings.shape[1]}"
         )
-    outcomes = []
-    # One matrix product per block of queries: far faster than a product per query.
-    for start in range(0, len(query_embeddings), _QUERY_BLOCK):
-        block = query_embeddings[start : start + _QUERY_BLOCK]
-        similarities = block @ gallery_embeddings.T
-        for row, gallery in enumerate(galleries[start : start + _QUERY_BLOCK]):
-            outcomes.append(_score_query(similarities[row], gallery, detections))
-    return outcomes
+    return detections.embeddings
 
 
 def summarise(outcomes: Sequence[QueryOutcome]) -> dict[str, Any]:
