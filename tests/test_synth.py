@@ -15,6 +15,7 @@ from scipy.io import loadmat
 
 from training.data import CUHKSYSU, PRW, UNLABELLED
 from training.synth import ATTRIBUTE_NAMES, generate, plan_dataset, visible_box
+from training.synth.sizes import PRESETS, parse_size
 
 SMALL = {"frames": 24, "identities": 8, "cameras": 3, "seed": 5, "size": (320, 192)}
 
@@ -111,18 +112,19 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path, prw_root: Path)
 
 @pytest.mark.parametrize("dataset", [PRW, CUHKSYSU])
 def test_loaders_read_back_the_planned_boxes_and_ids(dataset, prw_root, cuhk_root) -> None:
-    root = prw_root if dataset is PRW else cuhk_root
-    plan = _plan()
-    name_of = PRW if dataset is PRW else CUHKSYSU
+    _assert_loaders_read_back(dataset, prw_root if dataset is PRW else cuhk_root, _plan())
+
+
+def _assert_loaders_read_back(dataset, root: Path, plan) -> None:
     id_name = str if dataset is PRW else (lambda pid: f"p{pid}")
     for split in ("train", "test"):
-        loaded = name_of(root, split)
+        loaded = dataset(root, split)
         planned = [f for f in plan.frames if f.split == split]
         assert len(loaded.images) == len(planned)
         expected = []
         for frame in planned:
             for person in frame.people:
-                box = visible_box(person.box, plan.size)
+                box = visible_box(person.box, frame.camera.size)
                 if person.pid is None:
                     pid = UNLABELLED
                 elif split == "train":
@@ -225,6 +227,68 @@ def test_command_line(tmp_path: Path) -> None:
     assert again.returncode == 2 and "not empty" in again.stderr
     bad = subprocess.run(command[:-2] + ["--size", "big"], capture_output=True, text=True)
     assert bad.returncode == 2 and "WxH" in bad.stderr
+
+
+# ----- frame size mixes: one size per camera, PRW's 73% / 27% of the frames
+
+
+def test_size_specs() -> None:
+    assert parse_size("640x360") == (((640, 360), 1.0),)
+    assert parse_size(" PRW ") == PRESETS["prw"] == (((1920, 1080), 0.73), ((720, 576), 0.27))
+    assert parse_size("200x100:3,100x80:1") == (((200, 100), 0.75), ((100, 80), 0.25))
+    aspects = [w / h for (w, h), _ in PRESETS["prw-scaled"]]
+    assert aspects == [w / h for (w, h), _ in PRESETS["prw"]]
+    for spec, message in [
+        ("big", "WxH"),
+        ("640x360:1,320x256", "WxH"),
+        ("640x360:0.5,320x256:x", "WxH"),
+        ("640x360:1,320x256:0", "positive"),
+        ("640x360:1,640x360:1", "twice"),
+        ("640x32", "at least 64x64"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_size(spec)
+
+
+def test_size_mix_gives_each_camera_one_size_in_the_mix_proportions() -> None:
+    plans = [plan_dataset(200, 40, 6, seed, "prw-scaled") for seed in range(4)]
+    assignments = set()
+    for plan in plans:
+        sizes = [camera.size for camera in plan.cameras]
+        assert sorted(sizes) == [(320, 256)] * 2 + [(640, 360)] * 4  # 6 x 0.27 = 1.6 -> 2
+        assignments.add(tuple(sizes))
+        for frames in (plan.frames, [f for f in plan.frames if f.split == "test"]):
+            large = np.mean([f.camera.size == (640, 360) for f in frames])
+            assert large == pytest.approx(0.73, abs=0.01)
+        for size in set(sizes):  # people scale with their frame's height
+            people = [p for f in plan.frames if f.camera.size == size for p in f.people]
+            assert max(p.box[3] for p in people) <= size[1]
+            relative = np.median([(p.box[3] - p.box[1]) / size[1] for p in people])
+            assert 0.13 < relative < 0.19  # PRW: 0.155
+    assert len(assignments) > 1  # which cameras get which size depends on the seed
+    again = plan_dataset(200, 40, 6, 0, "prw-scaled")
+    assert [c.size for c in again.cameras] == [c.size for c in plans[0].cameras]
+    assert again.frames == plans[0].frames
+    with pytest.raises(ValueError, match="3 frame sizes need at least as many cameras"):
+        plan_dataset(20, 4, 2, 0, "96x64:1,80x64:1,64x64:1")
+
+
+def test_a_size_mix_written_is_read_back(tmp_path: Path) -> None:
+    spec, cameras = "192x108:0.73,120x96:0.27", 3
+    command = [sys.executable, "-m", "training.synth", "--format", "prw", "--frames", "18"]
+    command += ["--identities", "6", "--cameras", str(cameras), "--seed", "2", "--size", spec]
+    for out in ("a", "b"):
+        subprocess.run(command + ["--out", str(tmp_path / out), "--quiet"], check=True)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    plan = plan_dataset(18, 6, cameras, 2, parse_size(spec))
+    _assert_loaders_read_back(PRW, tmp_path / "a", plan)
+    size_of_camera = {camera.index: camera.size for camera in plan.cameras}
+    records = PRW(tmp_path / "a", "train").images + PRW(tmp_path / "a", "test").images
+    for record in records:
+        assert Image.open(record.path).size == size_of_camera[record.camera]
+    assert sorted(set(size_of_camera.values())) == [(120, 96), (192, 108)]
+    cuhk = generate(tmp_path / "cuhk", "cuhk", 18, 6, cameras, 2, spec)
+    _assert_loaders_read_back(CUHKSYSU, cuhk, plan)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""python -m training.synth --out DIR --format prw|cuhk [--frames N] [--identities K] ..."""
+"""python -m training.synth --out DIR --format prw|cuhk [--frames N] [--size WxH|prw|...] ..."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import sys
 import time
 
 from training.synth.generate import WRITERS, generate
+from training.synth.sizes import SPEC_HELP, SizeMix, parse_size
 
 
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str) -> SizeMix:
     try:
-        width, height = (int(part) for part in text.lower().split("x"))
+        return parse_size(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected WxH such as 640x360, got {text!r}") from error
-    return width, height
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identities", type=int, default=50, help="half train, half test")
     parser.add_argument("--cameras", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=_size, default=(640, 360), help="frame WxH")
+    parser.add_argument(
+        "--size",
+        type=_size,
+        default="640x360",
+        help=f"frame size per camera: {SPEC_HELP} (prw: 73%% 1920x1080, 27%% 720x576)",
+    )
     parser.add_argument("--test-fraction", type=float, default=0.5, help="share of test frames")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

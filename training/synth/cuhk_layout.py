@@ -30,6 +30,7 @@ from training.synth.matlab import (
     struct_row,
 )
 from training.synth.scenes import DatasetPlan, FramePlan, visible_box
+from training.synth.sizes import FrameSize
 
 GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 
@@ -65,12 +66,10 @@ class CUHKWriter:
         save_mat(self.protocol / "Train.mat", {"Train": cell_column(train)})
         self._write_protocols()
 
-    def _xywh(self, box: tuple[int, int, int, int]) -> np.ndarray:
-        x1, y1, x2, y2 = visible_box(box, self.plan.size)
-        return idlocate((x1, y1, x2 - x1, y2 - y1))
-
     def _image_struct(self, frame: FramePlan) -> dict[str, object]:
-        boxes = [{"idlocate": self._xywh(p.box), "ishard": NOT_HARD} for p in frame.people]
+        boxes = [
+            {"idlocate": _xywh(p.box, frame.camera.size), "ishard": NOT_HARD} for p in frame.people
+        ]
         return {
             "imname": self.names[frame.index],
             "nAppear": scalar(len(boxes)),
@@ -79,7 +78,11 @@ class CUHKWriter:
 
     def _sightings(self, pid: int, split: str) -> list[dict[str, object]]:
         return [
-            {"imname": self.names[f.index], "idlocate": self._xywh(p.box), "ishard": NOT_HARD}
+            {
+                "imname": self.names[f.index],
+                "idlocate": _xywh(p.box, f.camera.size),
+                "ishard": NOT_HARD,
+            }
             for f in self.plan.frames
             if f.split == split
             for p in f.people
@@ -126,3 +129,8 @@ class CUHKWriter:
             save_mat(
                 self.protocol / f"{name}.mat", {name: struct_row(records, ("Query", "Gallery"))}
             )
+
+
+def _xywh(box: tuple[int, int, int, int], size: FrameSize) -> np.ndarray:
+    x1, y1, x2, y2 = visible_box(box, size)
+    return idlocate((x1, y1, x2 - x1, y2 - y1))

@@ -10,6 +10,7 @@ from training.synth.cuhk_layout import CUHKWriter
 from training.synth.prw_layout import PRWWriter
 from training.synth.render import render_frame
 from training.synth.scenes import DatasetPlan, plan_dataset
+from training.synth.sizes import FrameSize, SizeMix
 
 WRITERS = {"prw": PRWWriter, "cuhk": CUHKWriter}
 
@@ -21,14 +22,16 @@ def generate(
     identities: int = 50,
     cameras: int = 6,
     seed: int = 0,
-    size: tuple[int, int] = (640, 360),
+    size: FrameSize | SizeMix | str = (640, 360),
     test_fraction: float = 0.5,
     progress: bool = False,
 ) -> Path:
     """Write a dataset of `frames` frames in the PRW or CUHK-SYSU layout under `out`.
 
     Half of the identities (rounded down) are test identities, the rest train identities;
-    `test_fraction` of the frames form the test split. `out` must be empty or not exist.
+    `test_fraction` of the frames form the test split. `size` is one (width, height) for every
+    camera, or a mix such as "prw" or "prw-scaled" (see training.synth.sizes) giving each
+    camera one size, in the mix's proportions of the frames. `out` must be empty or not exist.
     Returns `out` as a Path.
     """
     if fmt not in WRITERS:
@@ -41,7 +44,7 @@ def generate(
     plan = plan_dataset(frames, identities, cameras, seed, size, test_fraction)
     writer = WRITERS[fmt](out, plan)
     for frame in _progress(plan.frames, progress):
-        writer.add(frame, render_frame(frame, plan.size))
+        writer.add(frame, render_frame(frame))
     writer.finish()
     write_attributes(out / "attributes.json", plan, writer.id_name)
     return out

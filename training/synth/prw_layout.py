@@ -18,6 +18,7 @@ from PIL import Image
 
 from training.synth.matlab import cell_column, save_mat
 from training.synth.scenes import DatasetPlan, FramePlan, visible_box
+from training.synth.sizes import FrameSize
 
 UNKNOWN_PID = -2
 
@@ -40,7 +41,7 @@ class PRWWriter:
         save_mat(self.root / "annotations" / f"{name}.jpg.mat", {"box_new": self._rows(frame)})
         for pid, index in self.queries:
             if index == frame.index:
-                crop = image.crop(visible_box(_box_of(frame, pid), self.plan.size))
+                crop = image.crop(visible_box(_box_of(frame, pid), frame.camera.size))
                 crop.save(self.root / "query_box" / f"{pid}_{name}.jpg", quality=95)
 
     def finish(self) -> None:
@@ -49,19 +50,24 @@ class PRWWriter:
             save_mat(self.root / f"frame_{split}.mat", {f"img_index_{split}": cell_column(names)})
         lines = []
         for pid, index in self.queries:
-            x, y, w, h = self._xywh(_box_of(self.plan.frames[index], pid))
+            frame = self.plan.frames[index]
+            x, y, w, h = _xywh(_box_of(frame, pid), frame.camera.size)
             lines.append(f"{pid} {x:.4f} {y:.4f} {w:.4f} {h:.4f} {self.names[index]}\r\n")
         (self.root / "query_info.txt").write_bytes("".join(lines).encode("ascii"))
 
     def _rows(self, frame: FramePlan) -> np.ndarray:
-        rows = [[UNKNOWN_PID if p.pid is None else p.pid, *self._xywh(p.box)] for p in frame.people]
+        rows = [
+            [UNKNOWN_PID if p.pid is None else p.pid, *_xywh(p.box, frame.camera.size)]
+            for p in frame.people
+        ]
         return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
 
-    def _xywh(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-        """x, y, w, h with the box's left edge as drawn (possibly negative), the rest in frame."""
-        width, height = self.plan.size
-        x1, y1 = box[0], max(box[1], 0)
-        return x1, y1, min(box[2], width) - x1, min(box[3], height) - y1
+
+def _xywh(box: tuple[int, int, int, int], size: FrameSize) -> tuple[int, int, int, int]:
+    """x, y, w, h with the box's left edge as drawn (possibly negative), the rest in frame."""
+    width, height = size
+    x1, y1 = box[0], max(box[1], 0)
+    return x1, y1, min(box[2], width) - x1, min(box[3], height) - y1
 
 
 def _frame_names(plan: DatasetPlan) -> dict[int, str]:

@@ -17,9 +17,9 @@ from training.synth.scenes import Camera, FramePlan, Prop
 STONE = ((150, 150, 145), (120, 90, 55), (190, 180, 160))  # grey, bronze, sandstone statues
 
 
-def render_frame(frame: FramePlan, size: tuple[int, int]) -> Image.Image:
-    """The frame as the camera records it (before JPEG compression)."""
-    image = Image.fromarray(_background(frame.camera, size))
+def render_frame(frame: FramePlan) -> Image.Image:
+    """The frame as its camera records it, at the camera's size (before JPEG compression)."""
+    image = Image.fromarray(_background(frame.camera))
     draw = ImageDraw.Draw(image)
     things = [(p.box[3], 0, i) for i, p in enumerate(frame.props)]
     things += [(p.box[3], 1, i) for i, p in enumerate(frame.people)]
@@ -33,10 +33,10 @@ def render_frame(frame: FramePlan, size: tuple[int, int]) -> Image.Image:
 
 
 @lru_cache(maxsize=16)
-def _background(camera: Camera, size: tuple[int, int]) -> np.ndarray:
+def _background(camera: Camera) -> np.ndarray:
     """A street scene fixed per camera: facades with windows above the horizon, paving below."""
     rng = np.random.default_rng(camera.scene_seed)
-    width, height = size
+    width, height = camera.size
     horizon = int(camera.horizon * height)
     rows = np.arange(height, dtype=np.float32)[:, None]
     ground = rng.uniform(90, 170) + rng.uniform(-15, 15, size=3)

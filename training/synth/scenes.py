@@ -3,7 +3,8 @@
 Everything here is plain data drawn from one seeded generator, so a plan is a pure function of
 its arguments; rendering and writing follow from it. Statistics follow PRW's test set (DESIGN
 section 5): person heights 5/50/95th percentile at 8%/15%/46% of the frame height, 1..19 people
-per frame (median 3), about 76% of them labelled.
+per frame (median 3), about 76% of them labelled. Each camera records at one frame size; with
+a size mix (training.synth.sizes) the frames are shared among the sizes in its proportions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.synth.appearance import BUILD_ASPECT, Appearance, sample_appearance, sample_identities
+from training.synth.sizes import FrameSize, SizeMix, apportion, as_mix, cameras_per_size
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
 FACINGS = ("front", "back", "left", "right")
@@ -35,6 +37,7 @@ MIN_PERSON_PX = 30
 @dataclass(frozen=True)
 class Camera:
     index: int  # 1-based, as in PRW's c1..c6
+    size: FrameSize  # frame width, height
     horizon: float  # y of the horizon as a fraction of the frame height
     near: float  # height of a person standing on the bottom row, as a fraction of the frame's
     far: float  # height of a person standing on the horizon, as a fraction of the frame's
@@ -74,7 +77,7 @@ class FramePlan:
 @dataclass(frozen=True)
 class DatasetPlan:
     seed: int
-    size: tuple[int, int]  # frame width, height
+    sizes: SizeMix  # frame sizes and their shares of the frames
     cameras: tuple[Camera, ...]
     frames: tuple[FramePlan, ...]
     identities: dict[int, Appearance]  # pid -> appearance
@@ -87,49 +90,58 @@ def plan_dataset(
     identities: int,
     cameras: int,
     seed: int,
-    size: tuple[int, int],
+    size: FrameSize | SizeMix | str,
     test_fraction: float = 0.5,
 ) -> DatasetPlan:
-    """Plan a dataset; train and test identities are disjoint, test ones seen by >= 2 cameras."""
-    _validate(frames, identities, cameras, size, test_fraction)
+    """Plan a dataset; train and test identities are disjoint, test ones seen by >= 2 cameras.
+
+    size is one (width, height), a mix of sizes with their shares of the frames, or a spec
+    `training.synth.sizes.parse_size` reads (`640x360`, `prw-scaled`, ...).
+    """
+    _validate(frames, identities, cameras, test_fraction)
+    sizes = as_mix(size)
+    groups = cameras_per_size(sizes, cameras, seed)
+    size_of = {
+        cam: frame_size
+        for group, (frame_size, _) in zip(groups, sizes, strict=True)
+        for cam in group
+    }
     rng = np.random.default_rng(seed)
-    cams = tuple(_sample_camera(rng, index + 1) for index in range(cameras))
+    cams = tuple(_sample_camera(rng, index + 1, size_of[index]) for index in range(cameras))
     appearances, spare_signatures = sample_identities(rng, identities)
     pids = [int(pid) for pid in rng.permutation(identities) + 1]
     n_test_ids = identities // 2
     test_pids, train_pids = sorted(pids[:n_test_ids]), sorted(pids[n_test_ids:])
-    camera_of, split_of = _assign_frames(frames, cameras, test_fraction)
+    camera_of, split_of = _assign_frames(frames, groups, [s for _, s in sizes], test_fraction)
     labelled, n_unlabelled = _assign_identities(rng, camera_of, split_of, train_pids, test_pids)
-    static_props = {cam.index: _sample_props(rng, size, cam, rng.integers(1, 5)) for cam in cams}
+    static_props = {cam.index: _sample_props(rng, cam, rng.integers(1, 5)) for cam in cams}
     identity_of = dict(zip(pids, appearances, strict=True))
     planned = []
     for index in range(frames):
         camera = cams[camera_of[index]]
-        props = static_props[camera.index] + _sample_props(rng, size, camera, rng.integers(0, 3))
+        props = static_props[camera.index] + _sample_props(rng, camera, rng.integers(0, 3))
         walkers = [(pid, identity_of[pid]) for pid in labelled[index]]
         walkers += [
             (None, sample_appearance(rng, spare_signatures[rng.integers(len(spare_signatures))]))
             for _ in range(n_unlabelled[index])
         ]
-        people = _place_people(rng, size, camera, walkers, props)
+        people = _place_people(rng, camera, walkers, props)
         planned.append(FramePlan(index, camera, split_of[index], people, props))
     missing = _test_pids_seen_once(planned, test_pids)
     if missing:
         raise ValueError(f"test identities {missing} fit in fewer than 2 cameras; use more frames")
     return DatasetPlan(
-        seed, size, cams, tuple(planned), identity_of, tuple(train_pids), tuple(test_pids)
+        seed, sizes, cams, tuple(planned), identity_of, tuple(train_pids), tuple(test_pids)
     )
 
 
-def visible_box(box: Box, size: tuple[int, int]) -> Box:
+def visible_box(box: Box, size: FrameSize) -> Box:
     """The part of a body box inside the frame: what the loaders read back."""
     width, height = size
     return (max(box[0], 0), max(box[1], 0), min(box[2], width), min(box[3], height))
 
 
-def _validate(
-    frames: int, identities: int, cameras: int, size: tuple[int, int], test_fraction: float
-) -> None:
+def _validate(frames: int, identities: int, cameras: int, test_fraction: float) -> None:
     if cameras < 2:
         raise ValueError("need at least 2 cameras (test identities must be seen by two)")
     if frames < 3:
@@ -138,14 +150,12 @@ def _validate(
         raise ValueError("need at least 2 identities (1 train, 1 test)")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    width, height = size
-    if width < 64 or height < 64:
-        raise ValueError(f"frames must be at least 64x64, got {width}x{height}")
 
 
-def _sample_camera(rng: np.random.Generator, index: int) -> Camera:
+def _sample_camera(rng: np.random.Generator, index: int, size: FrameSize) -> Camera:
     return Camera(
         index=index,
+        size=size,
         horizon=float(rng.uniform(0.1, 0.3)),
         near=float(rng.uniform(0.45, 0.95)),
         far=float(rng.uniform(0.04, 0.08)),
@@ -157,20 +167,39 @@ def _sample_camera(rng: np.random.Generator, index: int) -> Camera:
     )
 
 
-def _assign_frames(frames: int, cameras: int, test_fraction: float) -> tuple[list, list]:
-    """Cameras round-robin; test frames taken camera by camera (latest first) to spread them."""
-    camera_of = [index % cameras for index in range(frames)]
+def _assign_frames(
+    frames: int, groups: list[list[int]], shares: list[float], test_fraction: float
+) -> tuple[list[int], list[str]]:
+    """Cameras and splits of the frames; groups are the cameras of each frame size.
+
+    The next frame goes to the size furthest behind its share, round-robin over that size's
+    cameras. Each size gets its share of the test frames, taken camera by camera (latest first)
+    to spread them.
+    """
+    per_size = [0] * len(groups)
+    camera_of = []
+    for index in range(frames):
+        behind = max(range(len(groups)), key=lambda k: (index + 1) * shares[k] - per_size[k])
+        camera_of.append(groups[behind][per_size[behind] % len(groups[behind])])
+        per_size[behind] += 1
     n_test = min(max(round(frames * test_fraction), 2), frames - 1)
-    per_camera = [[i for i in range(frames) if camera_of[i] == c][::-1] for c in range(cameras)]
     split_of = ["train"] * frames
+    for cameras, n_size_test in zip(groups, apportion(n_test, per_size), strict=True):
+        _take_test_frames(cameras, int(n_size_test), camera_of, split_of)
+    return camera_of, split_of
+
+
+def _take_test_frames(
+    cameras: list[int], count: int, camera_of: list[int], split_of: list[str]
+) -> None:
+    per_camera = [[i for i, c in enumerate(camera_of) if c == cam][::-1] for cam in cameras]
     taken, turn = 0, 0
-    while taken < n_test:
-        queue = per_camera[turn % cameras]
+    while taken < count:
+        queue = per_camera[turn % len(cameras)]
         if queue:
             split_of[queue.pop(0)] = "test"
             taken += 1
         turn += 1
-    return camera_of, split_of
 
 
 def _assign_identities(
@@ -241,10 +270,8 @@ def _feet_y(rng: np.random.Generator, camera: Camera, frame_height: int, height:
     return float(min(max(feet, horizon + 0.02 * height, height), frame_height))
 
 
-def _sample_props(
-    rng: np.random.Generator, size: tuple[int, int], camera: Camera, count: int
-) -> tuple[Prop, ...]:
-    width, height = size
+def _sample_props(rng: np.random.Generator, camera: Camera, count: int) -> tuple[Prop, ...]:
+    width, height = camera.size
     props = []
     for _ in range(int(count)):
         kind = str(rng.choice(PROP_KINDS))
@@ -259,7 +286,6 @@ def _sample_props(
 
 def _place_people(
     rng: np.random.Generator,
-    size: tuple[int, int],
     camera: Camera,
     walkers: list[tuple[int | None, Appearance]],
     props: tuple[Prop, ...],
@@ -273,7 +299,7 @@ def _place_people(
     for pid, appearance in walkers:
         best, best_cost = None, float("inf")
         for _ in range(12):
-            candidate = _sample_person(rng, size, camera, pid, appearance)
+            candidate = _sample_person(rng, camera, pid, appearance)
             cost = _crowding(candidate.box, [p.box for p in people], occluders)
             if cost < best_cost:
                 best, best_cost = candidate, cost
@@ -285,13 +311,9 @@ def _place_people(
 
 
 def _sample_person(
-    rng: np.random.Generator,
-    size: tuple[int, int],
-    camera: Camera,
-    pid: int | None,
-    appearance: Appearance,
+    rng: np.random.Generator, camera: Camera, pid: int | None, appearance: Appearance
 ) -> Person:
-    width, height = size
+    width, height = camera.size
     body_h = _sample_height(rng, camera, height, appearance.height_scale)
     feet = _feet_y(rng, camera, height, body_h)
     body_w = body_h * BUILD_ASPECT[appearance.build] * rng.uniform(0.93, 1.07)
