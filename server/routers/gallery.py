@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gallery.records import FrameRecord
 from server import ingest
-from server.deps import ReadyDep
+from server.deps import Ready, ReadyDep
 from server.engine import Detections
 from server.forms import check_frame_id, parse_timestamp, per_file, read_image, upload_name
 from server.imaging import MEDIA_TYPES, decode_image
@@ -60,7 +60,7 @@ async def add_frames(
 
 
 async def _check_uploads(
-    ready: ReadyDep,
+    ready: Ready,
     files: list[UploadFile],
     cameras: list[str] | None,
     timestamps: list[str] | None,
@@ -91,7 +91,7 @@ async def _check_uploads(
     return pending
 
 
-def _detect(ready: ReadyDep, frame: ingest.PendingFrame) -> Detections:
+def _detect(ready: Ready, frame: ingest.PendingFrame) -> Detections:
     image = decode_image(frame.data, frame.name, ready.state.settings.max_pixels)
     return ready.engine.detect(image.pixels)
 
@@ -135,7 +135,7 @@ async def delete_frame(ready: ReadyDep, frame_id: str) -> None:
         raise Problem(404, "unknown-frame", f"no frame {frame_id!r}")
 
 
-async def _find_frame(ready: ReadyDep, frame_id: str) -> FrameRecord:
+async def _find_frame(ready: Ready, frame_id: str) -> FrameRecord:
     check_frame_id(frame_id)
     record = await run_in_threadpool(ready.store.get_frame, frame_id)
     if record is None:

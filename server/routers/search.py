@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from server.deps import ReadyDep
+from server.deps import Ready, ReadyDep
 from server.engine import QueryEmbedding
 from server.forms import parse_box, parse_timestamp, read_image, upload_name
 from server.imaging import DecodedImage
@@ -78,7 +78,7 @@ async def search(
     )
 
 
-def _embed(ready: ReadyDep, image: DecodedImage, box: tuple[float, ...] | None) -> QueryEmbedding:
+def _embed(ready: Ready, image: DecodedImage, box: tuple[float, ...] | None) -> QueryEmbedding:
     return ready.engine.embed_query(image.pixels, box)
 
 
