@@ -112,5 +112,10 @@ def overfit_run(tmp_path_factory) -> OverfitRun:
     model = train_tiny(PRW(root, "train"), iterations=400)
     seconds = time.perf_counter() - start
     onnx_path = tmp_path_factory.mktemp("model") / "model.onnx"
-    export_onnx(model, onnx_path, card_extra={"dataset": "synthetic PRW (overfit test)"})
+    card = {
+        "dataset": "synthetic PRW (overfit test)",
+        "max_size": list(FRAME_SIZE),  # trained at scale 1: serve at the frames' own size
+        "search_score_threshold": DET_THRESH,
+    }
+    export_onnx(model, onnx_path, card_extra=card)
     return OverfitRun(model, root, onnx_path, seconds)

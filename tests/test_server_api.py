@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -35,24 +34,6 @@ class Frame:
     camera: str
     boxes: np.ndarray
     pids: np.ndarray
-
-
-def serving_copy(overfit_run, directory: Path) -> Path:
-    """The test model, with a card whose max_size is the size its frames were trained at.
-
-    conftest's train_tiny feeds frames at scale 1, so the network only knows people at that
-    size, while export_onnx writes the reference max_size (1500x900) unless told otherwise
-    (`python -m training.galw` records the size it trained and evaluated at). Serving at the
-    reference size would upsample the frames about 4x. With a card that already says the
-    right size this copy changes nothing.
-    """
-    sizes = [Image.open(r.path).size for r in PRW(overfit_run.root, "train").images]
-    trained = [max(max(w, h) for w, h in sizes), max(min(w, h) for w, h in sizes)]
-    card = json.loads(overfit_run.onnx_path.with_name("model.json").read_text())
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(overfit_run.onnx_path, directory / "model.onnx")
-    (directory / "model.json").write_text(json.dumps({**card, "max_size": trained}))
-    return directory / "model.onnx"
 
 
 def synthetic_frames(root: Path) -> list[Frame]:
@@ -133,8 +114,8 @@ def frames(overfit_run) -> list[Frame]:
 
 
 @pytest.fixture(scope="module")
-def model_path(overfit_run, tmp_path_factory) -> Path:
-    return serving_copy(overfit_run, tmp_path_factory.mktemp("served-model"))
+def model_path(overfit_run) -> Path:
+    return overfit_run.onnx_path
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,13 @@ from tests.test_server_api import (
     labelled_person,
     person_crop,
     search,
-    serving_copy,
     synthetic_frames,
 )
 
 
 @pytest.fixture(scope="module")
-def model_path(overfit_run, tmp_path_factory) -> Path:
-    return serving_copy(overfit_run, tmp_path_factory.mktemp("served-model"))
+def model_path(overfit_run) -> Path:
+    return overfit_run.onnx_path
 
 
 def start(model_path: Path, data_dir: Path) -> ServerProcess:

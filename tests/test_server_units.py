@@ -19,7 +19,6 @@ from server.imaging import decode_image
 from server.model_card import ModelError, load_model_card
 from server.problems import Problem
 from server.settings import Settings
-from tests.test_server_api import serving_copy
 from training.data import PRW
 from training.preprocess import load_rgb
 
@@ -91,9 +90,8 @@ def test_decoding_modes_orientation_and_formats() -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(overfit_run, tmp_path_factory) -> Engine:
-    model_path = serving_copy(overfit_run, tmp_path_factory.mktemp("served-model"))
-    engine = Engine(model_path, ["cpu"], min_score=0.2)
+def engine(overfit_run) -> Engine:
+    engine = Engine(overfit_run.onnx_path, ["cpu"], min_score=0.2)
     engine.warm_up()
     return engine
 

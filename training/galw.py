@@ -82,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=REFERENCE_EPOCHS)
     train.add_argument("--batch-size", type=int, default=REFERENCE_BATCH)
     train.add_argument("--lr", type=float, help="base lr (default: 0.0015 x batch / 5)")
-    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default="sgd",
+        help="SGD is the reference; AdamW trains small models from scratch faster",
+    )
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     train.add_argument("--weight-decay", type=float, default=5e-4)
     train.add_argument(
         "--lr-steps", help="epochs at which lr drops x0.1, e.g. 16,22 (default: 16/24, 22/24 of it)"

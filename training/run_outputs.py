@@ -113,6 +113,7 @@ def export_model(model: nn.Module, run, args: argparse.Namespace, metrics, group
     card_extra = {
         "random_weights": False,
         "max_size": list(args.max_size),
+        "search_score_threshold": args.det_thresh,  # the threshold the metrics were taken at
         "dataset": args.dataset,
         "training": {
             "data_root": str(args.data_root),
