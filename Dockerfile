@@ -59,7 +59,7 @@ FROM base AS api
 RUN python /opt/requirements.py serve gpu --exclude=onnxruntime > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 # Serving needs only the torch-free pre-processing from training/.
-COPY training/__init__.py training/preprocess.py training/
+COPY training/__init__.py training/preprocess.py training/boxes.py training/
 COPY gallery gallery
 COPY server server
 COPY models models

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.cluster import hierarchy
 
-from galw.probe import GalwFileError
+from galw.probe import GalwFileError, read_json
 from galw.weighting import check_partition
 
 LINKAGES = ("ward", "average", "complete", "single")
@@ -61,12 +61,7 @@ def load_grouping(path: str | Path, tasks: Sequence[str] | None = None) -> Group
 
     With ``tasks``, the groups must partition exactly those tasks.
     """
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise GalwFileError(f"cannot read {path}: {error.strerror}") from error
-    except json.JSONDecodeError as error:
-        raise GalwFileError(f"{path} is not valid JSON: {error}") from error
+    data = read_json(path)
     if isinstance(data, list):
         data = {"groups": data}
     groups = data.get("groups") if isinstance(data, dict) else None

@@ -25,6 +25,16 @@ class GalwFileError(ValueError):
     """A gradients.json or groups.json file that does not have the expected shape."""
 
 
+def read_json(path: str | Path) -> object:
+    """Parse a JSON file; an unreadable or invalid file is a GalwFileError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as error:
+        raise GalwFileError(f"cannot read {path}: {error.strerror}") from error
+    except json.JSONDecodeError as error:
+        raise GalwFileError(f"{path} is not valid JSON: {error}") from error
+
+
 @dataclass
 class GradientHistory:
     """Per-task kinds and per-epoch gradient magnitudes (NaN where an epoch had no sample)."""
@@ -66,12 +76,7 @@ class GradientHistory:
 
     @classmethod
     def load(cls, path: str | Path) -> "GradientHistory":
-        try:
-            data = json.loads(Path(path).read_text())
-        except OSError as error:
-            raise GalwFileError(f"cannot read {path}: {error.strerror}") from error
-        except json.JSONDecodeError as error:
-            raise GalwFileError(f"{path} is not valid JSON: {error}") from error
+        data = read_json(path)
         try:
             return cls.from_dict(data)
         except GalwFileError as error:

@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from server.model_card import ModelCard, ModelError, load_model_card
+from training.boxes import box_iou
 from training.preprocess import resize_and_pad
 
 log = logging.getLogger(__name__)
@@ -138,17 +139,6 @@ class Engine:
         if not isinstance(dim, int):
             raise ModelError("embedding dimension unknown: set embedding_dim in the model card")
         return dim
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes a [N,4] and b [M,4] (x1, y1, x2, y2) -> [N, M]."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - intersection
-    return intersection / np.maximum(union, 1e-9)
 
 
 def _open_session(

@@ -13,12 +13,13 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from server.engine import Engine, box_iou
+from server.engine import Engine
 from server.forms import parse_box, parse_timestamp, per_file
 from server.imaging import decode_image
 from server.model_card import ModelError, load_model_card
 from server.problems import Problem
 from server.settings import Settings
+from training.boxes import box_iou
 from training.data import PRW
 from training.preprocess import load_rgb
 

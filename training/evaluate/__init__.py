@@ -5,8 +5,9 @@ Score any model's outputs with `python -m training.evaluate` (see `__main__`) or
 work on plain records.
 """
 
+from training.boxes import box_iou
 from training.evaluate.detection import evaluate_detection
-from training.evaluate.metrics import average_precision, box_iou, small_box_iou_threshold
+from training.evaluate.metrics import average_precision, small_box_iou_threshold
 from training.evaluate.protocol import SearchDataset, evaluate_dataset
 from training.evaluate.results import ResultsError, load_results, save_results
 from training.evaluate.search import evaluate_search

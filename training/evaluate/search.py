@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from training.boxes import box_iou
 from training.data.base import GalleryEntry, Query
-from training.evaluate.metrics import average_precision, box_iou, small_box_iou_threshold
+from training.evaluate.metrics import average_precision, small_box_iou_threshold
 from training.evaluate.results import GalleryDetections, ResultsError, parse_gallery, parse_queries
 
 TOP_K = (1, 5, 10)
