@@ -15,6 +15,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    print(_banner(settings), flush=True)
     # One worker process: the gallery's FAISS index lives in this process's memory.
     uvicorn.run(
         create_app(settings),
@@ -22,6 +23,17 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
+    )
+
+
+def _banner(settings: Settings) -> str:
+    """Where the service listens and how to try it: printed before uvicorn starts."""
+    url = f"http://{settings.host}:{settings.port}"
+    key = ' -H "X-API-Key: $PS_API_KEY"' if settings.api_key else ""
+    return (
+        f"person search: {url}  (API docs: {url}/docs, model: {settings.model})\n"
+        f"  add frames:  curl{key} -F files=@frame.jpg -F camera=c1 {url}/gallery\n"
+        f"  search:      curl{key} -F query=@person.jpg {url}/search"
     )
 
 
