@@ -9,6 +9,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _save(figure: Figure, path: str | Path) -> None:
@@ -35,6 +36,7 @@ def plot_gradient_magnitudes(
     finite = [v for values in magnitudes.values() for v in values if math.isfinite(v)]
     if finite and min(finite) > 0:
         axes.set_yscale("log")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     axes.set_xlabel("epoch")
     axes.set_ylabel("gradient magnitude on shared parameters")
     axes.set_title(title or "Gradient magnitude per task")
