@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from server.model_card import ModelCard, ModelError, load_model_card
 from training.boxes import box_iou
-from training.preprocess import resize_and_pad
+from training.preprocess import fit_scale, resize_and_pad
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,12 @@ class Engine:
         """Embed the person in `box` (original pixels; default the whole image)."""
         height, width = image.shape[:2]
         asked = np.asarray(box if box is not None else (0, 0, width, height), dtype=np.float32)
-        det_boxes, scores, det_embeddings, box_embeddings = self._run(image, asked[None])
+        # A crop is already at camera resolution: enlarging it to the frame size would show the
+        # network a person several times larger than any it saw in frames (measured on the demo
+        # model: 92% vs 79% of synthetic queries find their person's frame in the top 10).
+        det_boxes, scores, det_embeddings, box_embeddings = self._run(
+            image, asked[None], upscale=False
+        )
         candidates = scores >= self.min_score
         if candidates.any():
             overlaps = box_iou(asked[None], det_boxes[candidates])[0]
@@ -111,16 +116,19 @@ class Engine:
         return QueryEmbedding(embedding=box_embeddings[0], box=asked, source="box", iou=None)
 
     def _run(
-        self, image: np.ndarray, boxes: np.ndarray
+        self, image: np.ndarray, boxes: np.ndarray, upscale: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Run the graph; boxes in and out are in original pixels."""
-        prepared = resize_and_pad(image, self.card.max_size, self.card.divisor)
+        height, width = image.shape[:2]
+        scale = fit_scale(width, height, self.card.max_size)
+        prepared = resize_and_pad(
+            image, divisor=self.card.divisor, scale=scale if upscale else min(scale, 1.0)
+        )
         feeds = {
             "image": prepared.image[None],
             "boxes": (boxes * prepared.scale).astype(np.float32),
         }
         det_boxes, scores, det_embeddings, box_embeddings = self.session.run(OUTPUTS, feeds)
-        height, width = image.shape[:2]
         det_boxes = det_boxes.astype(np.float32) / prepared.scale
         det_boxes = np.clip(det_boxes, 0, [width, height, width, height]).astype(np.float32)
         return det_boxes, scores.astype(np.float32), det_embeddings, box_embeddings
