@@ -132,8 +132,7 @@ class TrainingContext:
             momentum=self.args.momentum,
             weight_decay=self.args.weight_decay,
             clip_grad=self.args.clip_grad,
-            # runs recorded before --optimizer existed used SGD
-            optimizer=getattr(self.args, "optimizer", "sgd"),
+            optimizer=self.args.optimizer,
         )
 
     def _phase(self, name, model, weighting, schedule, probe=None) -> Phase:
