@@ -16,6 +16,7 @@ from galw.grouping import (
     group_tasks,
     load_grouping,
     slope_score,
+    slope_scores,
 )
 from galw.probe import GalwFileError, GradientHistory, GradientProbe
 from galw.weighting import (
@@ -47,4 +48,5 @@ __all__ = [
     "group_tasks",
     "load_grouping",
     "slope_score",
+    "slope_scores",
 ]

@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from galw.grouping import LINKAGES, group_tasks
+from galw.grouping import LINKAGES, SCORINGS, group_tasks
 from galw.probe import GradientHistory
 
 
@@ -30,12 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--groups", required=True, type=_n_groups, help="G, or 'auto'")
     group.add_argument("--out", help="where to write groups.json (default: stdout)")
     group.add_argument("--linkage", default="ward", choices=LINKAGES, help="default: ward")
+    group.add_argument(
+        "--scoring",
+        default=SCORINGS[0],
+        choices=SCORINGS,
+        help="reading of Eq. 8: log-standardised (default, independent of the magnitudes' "
+        "units) or literal (s / (1 + |s|))",
+    )
     return parser
 
 
 def run_group(args: argparse.Namespace) -> None:
     history = GradientHistory.load(args.gradients)
-    grouping = group_tasks(history.magnitudes, args.groups, args.linkage)
+    grouping = group_tasks(history.magnitudes, args.groups, args.linkage, args.scoring)
     if args.out:
         grouping.save(args.out)
         print(f"{len(grouping.groups)} groups written to {args.out}", file=sys.stderr)

@@ -2,15 +2,24 @@
 
 Slope strategy (Algorithm 1 of Tian et al.):
   s_t  = mean over n of (Gamma_{n+1}^t - Gamma_n^t)   (per-epoch magnitudes Gamma),
-  s*_t = sign(s_t) * sigmoid(log |s_t|)  (= s_t / (1 + |s_t|), which is also 0 at s_t = 0),
+  s*_t = sign(s_t) * sigmoid(log |s_t|)   (the paper's Eq. 8),
 then agglomerative clustering of the 1-D scores (Ward linkage by default: in 1-D it minimises
 the within-group variance of the scores) cut into G groups. With G = "auto" the dendrogram is
 cut where the groups are best separated: the G in 2..n-1 with the highest mean silhouette
 (Rousseeuw 1987); merge-height gaps are not used because Ward heights grow with group size,
 which biases a largest-gap rule towards too few groups.
 
+Two readings of Eq. 8 (``SCORINGS``):
+- "literal": the natural log as written, sign(s) * sigmoid(log|s|) = s / (1 + |s|). For real
+  slopes (~1e-3) that is s itself, so the partition depends on the units of Gamma (scaling all
+  magnitudes by 100 changes it).
+- "log-standardised" (default): sign(s) * sigmoid(z), z = log|s| standardised over the tasks.
+  It separates tasks by sign and by order of magnitude, which is what Eq. 8 is for, and the
+  partition is the same whatever the units of Gamma (docs/ARCHITECTURE.md, "Task grouping").
+
 groups.json: ``{"groups": [["task", ...], ...], "slopes": {...}, "scores": {...},
-"strategy": "..."}``; slopes and scores are empty for strategies that do not use them.
+"scoring": "...", "all_scores": {scoring: {...}}, "strategy": "..."}``; slopes and scores are
+empty for strategies that do not use them.
 """
 
 import json
@@ -26,6 +35,7 @@ from galw.probe import GalwFileError, read_json
 from galw.weighting import check_partition
 
 LINKAGES = ("ward", "average", "complete", "single")
+SCORINGS = ("log-standardised", "literal")
 
 
 @dataclass
@@ -36,6 +46,8 @@ class Grouping:
     slopes: dict[str, float] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
     strategy: str = "given"
+    scoring: str = ""  # which reading of Eq. 8 gave ``scores`` (slope groupings)
+    all_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_partition(self.groups)
@@ -49,6 +61,8 @@ class Grouping:
             "groups": [list(group) for group in self.groups],
             "slopes": dict(self.slopes),
             "scores": dict(self.scores),
+            "scoring": self.scoring,
+            "all_scores": {name: dict(values) for name, values in self.all_scores.items()},
             "strategy": self.strategy,
         }
 
@@ -76,7 +90,17 @@ def load_grouping(path: str | Path, tasks: Sequence[str] | None = None) -> Group
     slopes, scores = data.get("slopes", {}), data.get("scores", {})
     if not isinstance(slopes, dict) or not isinstance(scores, dict):
         raise GalwFileError(f"{path}: 'slopes' and 'scores' must be objects")
-    return Grouping(groups, slopes, scores, strategy=str(data.get("strategy", "given")))
+    all_scores = data.get("all_scores", {})
+    if not isinstance(all_scores, dict):
+        raise GalwFileError(f"{path}: 'all_scores' must be an object")
+    return Grouping(
+        groups,
+        slopes,
+        scores,
+        strategy=str(data.get("strategy", "given")),
+        scoring=str(data.get("scoring", "")),
+        all_scores=all_scores,
+    )
 
 
 def compute_slopes(magnitudes: Mapping[str, Sequence[float]]) -> dict[str, float]:
@@ -94,8 +118,33 @@ def compute_slopes(magnitudes: Mapping[str, Sequence[float]]) -> dict[str, float
 
 
 def slope_score(slope: float) -> float:
-    """s* = sign(s) * sigmoid(log|s|), written as s / (1 + |s|) so that s = 0 gives 0."""
+    """The literal Eq. 8: s* = sign(s) * sigmoid(log|s|), written as s / (1 + |s|) so that
+    s = 0 gives 0."""
     return slope / (1.0 + abs(slope))
+
+
+def slope_scores(slopes: Mapping[str, float], scoring: str = "log-standardised") -> dict:
+    """Eq. 8 score per task under one of ``SCORINGS`` (see the module docstring).
+
+    "log-standardised": sign(s) * sigmoid((log|s| - mean) / std) over the tasks with s != 0
+    (std 0: z = 0); a zero slope scores 0.
+    """
+    if scoring == "literal":
+        return {task: slope_score(s) for task, s in slopes.items()}
+    if scoring != "log-standardised":
+        raise ValueError(f"unknown slope scoring {scoring!r}; expected one of {SCORINGS}")
+    logs = {task: np.log(abs(s)) for task, s in slopes.items() if s != 0 and np.isfinite(s)}
+    values = np.array(list(logs.values()), dtype=float)
+    mean = float(values.mean()) if values.size else 0.0
+    spread = float(values.std()) if values.size else 0.0
+    scores = {}
+    for task, s in slopes.items():
+        if task not in logs:
+            scores[task] = 0.0
+            continue
+        z = (logs[task] - mean) / spread if spread > 0 else 0.0
+        scores[task] = float(np.sign(s) / (1.0 + np.exp(-z)))
+    return scores
 
 
 def cluster_scores(
@@ -149,11 +198,17 @@ def _mean_silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
 
 
 def group_tasks(
-    magnitudes: Mapping[str, Sequence[float]], n_groups: int | str, linkage: str = "ward"
+    magnitudes: Mapping[str, Sequence[float]],
+    n_groups: int | str,
+    linkage: str = "ward",
+    scoring: str = "log-standardised",
 ) -> Grouping:
     """GALW grouping from per-epoch magnitudes; groups ordered by mean score, ascending."""
     task_slopes = compute_slopes(magnitudes)
-    scores = {task: slope_score(s) for task, s in task_slopes.items()}
+    all_scores = {name: slope_scores(task_slopes, name) for name in SCORINGS}
+    if scoring not in all_scores:
+        raise ValueError(f"unknown slope scoring {scoring!r}; expected one of {SCORINGS}")
+    scores = all_scores[scoring]
     tasks = list(scores)
     labels = cluster_scores([scores[t] for t in tasks], n_groups, linkage)
     groups = [
@@ -162,7 +217,14 @@ def group_tasks(
     groups.sort(
         key=lambda group: (float(np.mean([scores[t] for t in group])), tasks.index(group[0]))
     )
-    return Grouping(groups, task_slopes, scores, strategy=f"slope/{linkage}")
+    return Grouping(
+        groups,
+        task_slopes,
+        scores,
+        strategy=f"slope/{linkage}",
+        scoring=scoring,
+        all_scores=all_scores,
+    )
 
 
 def group_by_branch(tasks: Sequence[str], branches: Mapping[str, str]) -> Grouping:
@@ -201,6 +263,7 @@ def build_grouping(
     branches: Mapping[str, str] | None = None,
     seed: int = 0,
     linkage: str = "ward",
+    scoring: str = "log-standardised",
 ) -> Grouping:
     """Dispatch on ``strategy``: "slope", "branch", "random", or else a path to a groups file.
 
@@ -212,7 +275,7 @@ def build_grouping(
         missing = [task for task in tasks if task not in magnitudes]
         if missing:
             raise ValueError(f"no magnitudes recorded for tasks {missing}")
-        grouping = group_tasks({t: magnitudes[t] for t in tasks}, n_groups, linkage)
+        grouping = group_tasks({t: magnitudes[t] for t in tasks}, n_groups, linkage, scoring)
     elif strategy == "branch":
         if branches is None:
             raise ValueError("the branch grouping needs a task -> branch mapping")

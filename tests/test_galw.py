@@ -27,6 +27,7 @@ from galw import (
     group_tasks,
     load_grouping,
     slope_score,
+    slope_scores,
 )
 from galw.cli import main as cli_main
 
@@ -271,6 +272,12 @@ def test_slopes_and_scores_match_hand_computation():
         expected = math.copysign(1 / (1 + math.exp(-math.log(abs(s)))), s)
         assert slope_score(s) == pytest.approx(expected, rel=1e-12)
     assert slope_score(0.0) == 0.0
+    # log-standardised: log|s| = log 1e-3, log 1e-1 -> z = -1, +1 (mean and std over the two)
+    scores = slope_scores({"a": 1e-3, "b": -1e-1, "c": 0.0})
+    sigmoid = 1 / (1 + math.exp(1.0))
+    assert scores == pytest.approx({"a": sigmoid, "b": -(1 - sigmoid), "c": 0.0}, rel=1e-12)
+    with pytest.raises(ValueError, match="scoring"):
+        slope_scores({"a": 1.0}, "natural")
     # a missing epoch (NaN) drops the two differences that touch it
     assert compute_slopes({"t": [1.0, math.nan, 5.0, 6.0]})["t"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="two consecutive epochs"):
@@ -300,12 +307,57 @@ def planted_magnitudes(seed: int) -> tuple[dict[str, list[float]], set[frozenset
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("n_groups", [3, "auto"])
 def test_slope_grouping_recovers_planted_clusters(seed, n_groups):
+    """Clusters planted on a linear scale of slopes: the literal reading of Eq. 8."""
     magnitudes, planted = planted_magnitudes(seed)
-    grouping = group_tasks(magnitudes, n_groups)
+    grouping = group_tasks(magnitudes, n_groups, scoring="literal")
     assert {frozenset(group) for group in grouping.groups} == planted
     means = [np.mean([grouping.scores[t] for t in group]) for group in grouping.groups]
     assert means == sorted(means)
     assert set(grouping.slopes) == set(magnitudes)
+
+
+def planted_orders_of_magnitude(seed: int):
+    """Nine tasks whose slopes fall in three groups by sign and order of magnitude."""
+    rng = np.random.default_rng(seed)
+    centres = {"falls-fast": -3e-2, "falls-slowly": -2e-4, "rises": 1e-3}
+    magnitudes, planted, index = {}, [], 0
+    for slope in centres.values():
+        members = []
+        for _ in range(3):
+            task_slope = slope * np.exp(rng.normal(0, 0.2))
+            magnitudes[f"t{index}"] = list(1.0 + task_slope * np.arange(5))
+            members.append(f"t{index}")
+            index += 1
+        planted.append(frozenset(members))
+    return magnitudes, set(planted)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_log_standardised_scores_group_by_sign_and_order_of_magnitude(seed):
+    magnitudes, planted = planted_orders_of_magnitude(seed)
+    grouping = group_tasks(magnitudes, 3)
+    assert grouping.scoring == "log-standardised"
+    assert {frozenset(group) for group in grouping.groups} == planted
+    # the literal reading sees two of the three groups as one (all slopes are ~0)
+    literal = group_tasks(magnitudes, 3, scoring="literal")
+    assert {frozenset(group) for group in literal.groups} != planted
+    assert set(grouping.all_scores) == {"log-standardised", "literal"}
+    assert grouping.all_scores["literal"] == literal.scores
+
+
+def test_log_standardised_grouping_ignores_the_units_of_the_magnitudes():
+    magnitudes, _ = planted_magnitudes(1)
+    scaled = {task: [100.0 * m for m in values] for task, values in magnitudes.items()}
+    for n_groups in (2, 3, 4):
+        default = group_tasks(magnitudes, n_groups)
+        assert group_tasks(scaled, n_groups).groups == default.groups
+        assert group_tasks(scaled, n_groups).scores == pytest.approx(default.scores)
+    # the literal reading does depend on them
+    assert any(
+        group_tasks(scaled, n, scoring="literal").groups
+        != group_tasks(magnitudes, n, scoring="literal").groups
+        for n in (2, 3, 4)
+    )
 
 
 def test_slope_grouping_gives_exactly_g_groups():
@@ -375,8 +427,11 @@ def test_cli_round_trip(tmp_path):
     data = json.loads(out.read_text())
     assert {frozenset(group) for group in data["groups"]} == planted
     assert set(data["slopes"]) == set(data["scores"]) == set(magnitudes)
-    assert data["scores"]["t1"] == pytest.approx(slope_score(data["slopes"]["t1"]))
-    assert load_grouping(out, list(magnitudes)).groups == data["groups"]
+    assert data["scoring"] == "log-standardised"
+    assert data["scores"] == pytest.approx(slope_scores(data["slopes"]))
+    assert data["all_scores"]["literal"]["t1"] == pytest.approx(slope_score(data["slopes"]["t1"]))
+    loaded = load_grouping(out, list(magnitudes))
+    assert loaded.groups == data["groups"] and loaded.all_scores == data["all_scores"]
 
 
 @pytest.mark.parametrize(
