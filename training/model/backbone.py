@@ -19,6 +19,13 @@ from torchvision.ops import FrozenBatchNorm2d
 from .config import ModelConfig
 
 
+def group_count(channels: int) -> int:
+    """GroupNorm groups: 32 as in the reference where the width allows, never fewer than 4
+    channels per group, so that a narrow network does not get instance norm (which wipes each
+    channel's spatial mean and contrast per image)."""
+    return math.gcd(32, max(channels // 4, 1))
+
+
 def norm_factory(kind: str) -> Callable[[int], nn.Module]:
     """The 2d norm layer constructor for a config's `norm` name."""
     if kind == "frozen_bn":
@@ -26,8 +33,7 @@ def norm_factory(kind: str) -> Callable[[int], nn.Module]:
     if kind == "bn":
         return nn.BatchNorm2d
     if kind == "gn":
-        # 32 groups where the width allows it, at least 2 channels per group otherwise
-        return lambda channels: nn.GroupNorm(math.gcd(32, max(channels // 2, 1)), channels)
+        return lambda channels: nn.GroupNorm(group_count(channels), channels)
     raise ValueError(f"unknown norm {kind!r}; choose frozen_bn, bn or gn")
 
 

@@ -30,6 +30,8 @@ class ModelConfig:
     roi_pos_fraction: float = 0.5
     # OIM / triplet
     fcos_oim_scale: float = 10.0
+    fcos_oim_focal: bool = False  # the reference AlignPS head's -(1-p)^2 log p variant
+    fcos_queue_dims: int = 0  # dims of a feature written to the FCOS queue; 0 = all, ref 64
     roi_oim_scale: float = 30.0
     oim_momentum: float = 0.5
     triplet_margin: float = 0.3

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
+from .backbone import group_count
+
 STRIDE = 8
 CENTRE_RADIUS = 1.5
 
@@ -48,7 +50,7 @@ def _tower(channels: int, num_convs: int) -> nn.Sequential:
         conv = nn.Conv2d(channels, channels, 3, padding=1)
         nn.init.normal_(conv.weight, std=0.01)
         nn.init.zeros_(conv.bias)
-        layers += [conv, nn.GroupNorm(math.gcd(32, channels), channels), nn.ReLU(inplace=True)]
+        layers += [conv, nn.GroupNorm(group_count(channels), channels), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -133,6 +135,10 @@ def fcos_losses(
         pos_pids.append(target["pids"].to(cls.device)[assigned[positive]])
         pos_boxes.append(assigned[positive])
     num_pos = max(sum(len(p) for p in pos_pids), 1)
+    # losses in fp32 whatever the autocast dtype (GIoU of bf16 corners is off by ~1 px)
+    ltrb_flat, ctr_flat, cls_flat = ltrb_flat.float(), ctr_flat.float(), cls_flat.float()
+    reg_pred = [r.float() for r in reg_pred]
+    ctr_pred = [c.float() for c in ctr_pred]
     cls_loss = (
         sigmoid_focal_loss(
             cls_flat[..., 0].reshape(-1),
@@ -161,7 +167,7 @@ def fcos_losses(
             "fcos_reg": (giou * ctr_target).sum() / ctr_target.sum().clamp(min=1e-6),
             "fcos_ctr": F.binary_cross_entropy_with_logits(ctr_pred_all, ctr_target),
         }
-    embeddings = F.normalize(torch.cat(pos_embed), dim=1)
+    embeddings = F.normalize(torch.cat(pos_embed).float(), dim=1)
     return losses, embeddings, torch.cat(pos_pids), pos_boxes
 
 

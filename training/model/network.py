@@ -12,17 +12,19 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import nms
 
-from training.preprocess import PIXEL_MEAN, PIXEL_STD
+from inference.preprocess import PIXEL_MEAN, PIXEL_STD
 
 from . import fcos
 from .backbone import ResNetTrunk, load_backbone_weights
 from .config import ModelConfig, resolve_config
 from .neck import AFANeck
-from .reid_losses import OIMLoss, batch_hard_triplet
+from .reid_losses import OIMLoss, batch_hard_triplet, box_means
 from .roi import ROIHead, ROISampler, build_rpn, roi_losses
 from .tasks import ATTR_TASK
 
 __all__ = ["PersonSearchModel", "build_model"]
+
+_MAX_BOXES = 1 << 20  # box keys unique in a batch: image index * this + box index
 
 
 class PersonSearchModel(nn.Module):
@@ -41,7 +43,13 @@ class PersonSearchModel(nn.Module):
         self.neck = AFANeck((c3, c4, c5), config.neck_channels)
         self.fcos_head = fcos.FCOSHead(config.neck_channels, config.head_convs)
         self.fcos_oim = OIMLoss(
-            num_ids, queue_size, config.neck_channels, config.fcos_oim_scale, config.oim_momentum
+            num_ids,
+            queue_size,
+            config.neck_channels,
+            config.fcos_oim_scale,
+            config.oim_momentum,
+            focal=config.fcos_oim_focal,
+            queue_dims=config.fcos_queue_dims,
         )
         self.rpn = build_rpn(config, c4)
         self.roi_sampler = ROISampler(config.roi_batch, config.roi_pos_fraction)
@@ -81,10 +89,16 @@ class PersonSearchModel(nn.Module):
         c4, p3 = self.features(images)
         cls, ltrb, ctr = self.fcos_head(p3)
         losses, embeddings, pids, assigned = fcos.fcos_losses(cls, ltrb, ctr, p3, targets)
+        batch_ids = torch.unique(pids[pids >= 0])
+        rows = self.fcos_oim.rows(batch_ids)  # read before this iteration's update
         losses["fcos_reid"] = self.fcos_oim(embeddings, pids)
         losses["fcos_tri"] = batch_hard_triplet(
-            embeddings, pids, self.fcos_oim.lut, self.config.triplet_margin
+            embeddings, pids, rows, batch_ids, self.config.triplet_margin
         )
+        # one memory update per box, from the mean of its locations (not one per location,
+        # which would leave each row a snapshot of the box's last location)
+        box_keys = torch.cat([a + i * _MAX_BOXES for i, a in enumerate(assigned)])
+        self.fcos_oim.update(*box_means(embeddings.detach(), box_keys, pids))
         if self.attr_head is not None:
             losses[ATTR_TASK] = self._attr_loss(p3, targets, assigned, embeddings)
         losses.update(self._roi_losses(images, c4, targets))
@@ -98,6 +112,7 @@ class PersonSearchModel(nn.Module):
         losses = {"rpn_cls": rpn["loss_objectness"], "rpn_reg": rpn["loss_rpn_box_reg"]}
         losses.update(roi_losses(logits, deltas_pred, fg, deltas))
         losses["roi_reid"] = self.roi_oim(embeddings[fg], pids[fg])
+        self.roi_oim.update(embeddings[fg].detach(), pids[fg])
         return losses
 
     def _attr_loss(self, p3, targets, assigned, embeddings) -> Tensor:

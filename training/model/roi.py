@@ -48,6 +48,10 @@ class NormAwareEmbedding(nn.Module):
         for projector in self.projectors:
             nn.init.normal_(projector[0].weight, std=0.01)
             nn.init.zeros_(projector[0].bias)
+            # a small BN gain, as in the reference: embeddings start with small norms, so the
+            # norm-aware logit starts near the rescaler's bias rather than saturated
+            nn.init.normal_(projector[1].weight, std=0.01)
+            nn.init.zeros_(projector[1].bias)
         self.rescaler = nn.BatchNorm1d(1)
 
     def forward(self, pooled: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -64,9 +68,11 @@ class ROIHead(nn.Module):
         super().__init__()
         self.res5 = res5
         self.embedding = NormAwareEmbedding(channels, dim)
-        self.bbox_pred = nn.Linear(channels[1], 4)
-        nn.init.normal_(self.bbox_pred.weight, std=0.001)
-        nn.init.zeros_(self.bbox_pred.bias)
+        # Linear + BatchNorm1d(4), as the reference's box head: the BN keeps the deltas'
+        # scale right from the start of training
+        self.bbox_pred = nn.Sequential(nn.Linear(channels[1], 4), nn.BatchNorm1d(4))
+        nn.init.normal_(self.bbox_pred[0].weight, std=0.001)
+        nn.init.zeros_(self.bbox_pred[0].bias)
 
     def forward(self, c4: Tensor, rois: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """rois: [K, 5] (batch index, x1, y1, x2, y2). Returns embeddings, logits, box deltas."""
@@ -80,10 +86,15 @@ class ROIHead(nn.Module):
 
 
 class ROISampler:
-    """Matches proposals (plus the ground truth) to boxes at IoU 0.5 and samples a balanced set."""
+    """Matches proposals (plus the ground truth) to boxes and samples a balanced set: positive
+    at IoU >= 0.5, negative below 0.1, and the proposals in between are not sampled (as in the
+    reference; training them as background would teach the head that half-covered people are
+    not people)."""
 
-    def __init__(self, batch_per_image: int, positive_fraction: float) -> None:
-        self.matcher = det_utils.Matcher(0.5, 0.5, allow_low_quality_matches=False)
+    def __init__(
+        self, batch_per_image: int, positive_fraction: float, negative_iou: float = 0.1
+    ) -> None:
+        self.matcher = det_utils.Matcher(0.5, negative_iou, allow_low_quality_matches=False)
         self.sampler = det_utils.BalancedPositiveNegativeSampler(batch_per_image, positive_fraction)
         self.coder = det_utils.BoxCoder((10.0, 10.0, 5.0, 5.0))
 
@@ -99,7 +110,9 @@ class ROISampler:
                 matched = self.matcher(box_iou(gt, boxes))
             matched_per_image.append(matched)
             rois.append(boxes)
-        positives, negatives = self.sampler([(m >= 0).long() for m in matched_per_image])
+        # sampler labels: 1 positive, 0 negative, -1 ignored (the matcher's -2, between IoUs)
+        labels = [torch.where(m >= 0, 1, torch.where(m == -1, 0, -1)) for m in matched_per_image]
+        positives, negatives = self.sampler(labels)
         out_rois, fg, pids, deltas = [], [], [], []
         per_image = zip(rois, matched_per_image, targets, strict=True)
         for i, (boxes, matched, target) in enumerate(per_image):
@@ -117,9 +130,10 @@ class ROISampler:
 
 
 def roi_losses(logits: Tensor, deltas_pred: Tensor, fg: Tensor, deltas_target: Tensor):
-    """roi_cls: BCE on the norm logit; roi_reg: smooth L1 on foreground deltas / sampled ROIs."""
-    cls_loss = F.binary_cross_entropy_with_logits(logits, fg.float())
-    reg_loss = F.smooth_l1_loss(
-        deltas_pred[fg], deltas_target[fg], beta=1 / 9, reduction="sum"
-    ) / max(len(fg), 1)
+    """roi_cls: BCE on the norm logit; roi_reg: L1 on foreground deltas / sampled ROIs (the
+    reference's factor 10 on it is part of the fixed weights, not of the loss)."""
+    cls_loss = F.binary_cross_entropy_with_logits(logits.float(), fg.float())
+    reg_loss = F.l1_loss(deltas_pred[fg].float(), deltas_target[fg], reduction="sum") / max(
+        len(fg), 1
+    )
     return {"roi_cls": cls_loss, "roi_reg": reg_loss}

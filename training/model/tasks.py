@@ -34,3 +34,18 @@ TASK_BRANCHES: dict[str, str] = {
     "fcos_tri": "fcos",
     ATTR_TASK: "attr",
 }
+
+# The paper's fixed baseline for ROI-AlignPS* (its Table 1, last row: t3, t5..t9 by 10, the rest
+# by 1) times the reference code's own per-loss factors (the ROI box L1 carries a factor of 10
+# in its config), so that the model's losses stay unweighted.
+PAPER_FIXED_WEIGHTS: dict[str, float] = {
+    task: 10.0
+    if task in {"roi_cls", "roi_reid", "fcos_cls", "fcos_reg", "fcos_ctr", "fcos_reid"}
+    else 1.0
+    for task in TASKS
+}
+REFERENCE_LOSS_FACTORS: dict[str, float] = {"roi_reg": 10.0}
+REFERENCE_FIXED_WEIGHTS: dict[str, float] = {
+    task: weight * REFERENCE_LOSS_FACTORS.get(task, 1.0)
+    for task, weight in PAPER_FIXED_WEIGHTS.items()
+}
