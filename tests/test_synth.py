@@ -15,7 +15,7 @@ from scipy.io import loadmat
 
 from training.data import CUHKSYSU, PRW, UNLABELLED
 from training.synth import ATTRIBUTE_NAMES, generate, plan_dataset, visible_box
-from training.synth.sizes import PRESETS, parse_size
+from training.synth.sizes import PRESETS, format_size, parse_size
 
 SMALL = {"frames": 24, "identities": 8, "cameras": 3, "seed": 5, "size": (320, 192)}
 
@@ -305,3 +305,23 @@ def test_bad_arguments_are_refused(tmp_path: Path, arguments: dict, message: str
     options = {"fmt": "prw", "frames": 6, "identities": 4, "cameras": 2, "size": (96, 64)}
     with pytest.raises(ValueError, match=message):
         generate(tmp_path / "x", **{**options, **arguments})
+
+
+def test_synth_json_records_a_command_that_remakes_the_dataset(prw_root: Path, tmp_path) -> None:
+    recipe = json.loads((prw_root / "synth.json").read_text())
+    assert recipe["options"]["seed"] == SMALL["seed"]
+    command = recipe["command"].split()
+    assert command[:3] == ["python", "-m", "training.synth"]
+    remade = tmp_path / "remade"
+    command[command.index("--out") + 1] = str(remade)
+    done = subprocess.run(
+        [sys.executable, *command[1:], "--quiet"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("query_info.txt", "frame_test.mat", "synth.json"):
+        assert (remade / name).read_bytes() == (prw_root / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("spec", ["640x360", "prw", "prw-scaled", "640x360:0.6,320x256:0.4"])
+def test_format_size_reads_back_as_the_same_mix(spec: str) -> None:
+    assert parse_size(format_size(parse_size(spec))) == parse_size(spec)

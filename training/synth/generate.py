@@ -10,7 +10,7 @@ from training.synth.cuhk_layout import CUHKWriter
 from training.synth.prw_layout import PRWWriter
 from training.synth.render import render_frame
 from training.synth.scenes import DatasetPlan, plan_dataset
-from training.synth.sizes import FrameSize, SizeMix
+from training.synth.sizes import FrameSize, SizeMix, as_mix, format_size
 
 WRITERS = {"prw": PRWWriter, "cuhk": CUHKWriter}
 
@@ -47,7 +47,37 @@ def generate(
         writer.add(frame, render_frame(frame))
     writer.finish()
     write_attributes(out / "attributes.json", plan, writer.id_name)
+    options = {
+        "format": fmt,
+        "frames": frames,
+        "identities": identities,
+        "cameras": cameras,
+        "seed": seed,
+        "size": format_size(as_mix(size)),
+        "test_fraction": test_fraction,
+    }
+    write_recipe(out / RECIPE_FILE, options)
     return out
+
+
+RECIPE_FILE = "synth.json"
+
+
+def synth_command(options: dict, out: str = "DIR") -> str:
+    """The `python -m training.synth` command line that writes a dataset like this one."""
+    flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in options.items())
+    return f"python -m training.synth --out {out} {flags}"
+
+
+def write_recipe(path: Path, options: dict) -> None:
+    """synth.json: the generator's options and the command that makes more frames like these
+    (change --seed for new ones); training copies it into the model card."""
+    document = {
+        "generator": "training.synth",
+        "options": options,
+        "command": synth_command(options),
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n")
 
 
 def write_attributes(path: Path, plan: DatasetPlan, id_name) -> None:

@@ -40,6 +40,17 @@ def parse_size(text: str) -> SizeMix:
     return as_mix(tuple(zip(sizes, shares, strict=True)))
 
 
+def format_size(mix: SizeMix) -> str:
+    """The spec `parse_size` reads back as ``mix``: a preset name where one matches."""
+    for name, preset in PRESETS.items():
+        if preset == mix:
+            return name
+    if len(mix) == 1:
+        (width, height), _ = mix[0]
+        return f"{width}x{height}"
+    return ",".join(f"{width}x{height}:{share:g}" for (width, height), share in mix)
+
+
 def as_mix(size: FrameSize | SizeMix | str) -> SizeMix:
     """Normalise a single (width, height), a mix or a text spec to a validated mix."""
     if isinstance(size, str):
