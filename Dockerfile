@@ -45,6 +45,7 @@ FROM base AS trainer
 RUN python /opt/requirements.py train > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 COPY galw galw
+COPY inference inference
 COPY training training
 RUN mkdir -p /app/models /datasets && chown -R app:app /app/models
 USER app
@@ -58,8 +59,8 @@ FROM base AS api
 # module (with the CPU provider too), and installing both lets one shadow the other.
 RUN python /opt/requirements.py serve gpu --exclude=onnxruntime > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
-# Serving needs only the torch-free pre-processing from training/.
-COPY training/__init__.py training/preprocess.py training/boxes.py training/
+# Serving needs the torch-free packages only: nothing of training/.
+COPY inference inference
 COPY gallery gallery
 COPY server server
 COPY models models

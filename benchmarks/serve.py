@@ -28,7 +28,7 @@ from PIL import Image
 
 from benchmarks.gallery_search import fill
 from gallery import GalleryStore
-from server.model_card import load_model_card
+from inference.card import load_model_card
 from server.testing import ServerProcess
 from training.data import PRW
 from training.synth import generate
@@ -121,10 +121,11 @@ def query_crops(dataset: Path, count: int) -> list[bytes]:
 def measure_search(
     args: argparse.Namespace, size: int, queries: list[bytes], workdir: Path
 ) -> Latency:
-    card = load_model_card(args.model)
+    loaded = load_model_card(args.model)
     data_dir = workdir / f"gallery-{size}"
     began = time.perf_counter()
-    with GalleryStore(data_dir, card.model_id, card.embedding_dim, faiss_threads=1) as store:
+    dim = loaded.card.embedding_dim
+    with GalleryStore(data_dir, loaded.model_id, dim, faiss_threads=1) as store:
         fill_args = argparse.Namespace(per_frame=args.per_frame, batch=20_000, seed=0)
         fill(store, size, fill_args, None)
         index = store.stats().index_type
@@ -158,7 +159,7 @@ def measure_search(
 
 def main() -> None:
     args = parse_args()
-    card = load_model_card(args.model)
+    loaded = load_model_card(args.model)
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         work = Path(workdir)
         dataset = generate(
@@ -172,7 +173,7 @@ def main() -> None:
         )
         rates = measure_ingest(args, dataset, work)
         print(
-            f"\nmodel {args.model} ({card.model_id}, {card.embedding_dim}-d), "
+            f"\nmodel {args.model} ({loaded.model_id}, {loaded.card.embedding_dim}-d), "
             f"providers {args.providers}, frames {args.frame_size[0]}x{args.frame_size[1]}"
         )
         print("| ingest over HTTP | frames/s |\n|---|---:|")

@@ -8,14 +8,14 @@ damaged file is recognised at start and rebuilt or caught up from SQLite.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from inference.files import atomic_write, file_sha256, temporary_path, write_bytes_atomic
 
 FLAT = "flat"
 IVF = "ivf"
@@ -49,7 +49,7 @@ class IndexFiles:
     def remove_leftovers(self) -> None:
         """Temp files of a save that was interrupted are useless; drop them."""
         for path in (self.index, self.meta):
-            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            temporary_path(path).unlink(missing_ok=True)
 
 
 class VectorIndex:
@@ -127,26 +127,15 @@ class VectorIndex:
         return faiss.downcast_index(self._index.index)
 
     def save(self, files: IndexFiles, model_id: str) -> None:
-        """Write to temp files, fsync, then os.replace: a crash leaves the old pair or a
-        pair whose checksum disagrees, never a half-written file that looks valid."""
-        index_tmp = files.index.with_name(files.index.name + ".tmp")
-        faiss.write_index(self._index, str(index_tmp))
-        _fsync_file(index_tmp)
+        """Write both files atomically, the index first: a crash leaves the old pair or a pair
+        whose checksum disagrees, never a half-written file that looks valid."""
+        with atomic_write(files.index) as index_tmp:
+            faiss.write_index(self._index, str(index_tmp))
+            checksum = file_sha256(index_tmp)
         meta = IndexMeta(
-            FORMAT_VERSION,
-            model_id,
-            self.dim,
-            self.kind,
-            self.watermark,
-            self.ntotal,
-            _sha256(index_tmp),
+            FORMAT_VERSION, model_id, self.dim, self.kind, self.watermark, self.ntotal, checksum
         )
-        meta_tmp = files.meta.with_name(files.meta.name + ".tmp")
-        meta_tmp.write_text(json.dumps(asdict(meta), indent=1))
-        _fsync_file(meta_tmp)
-        os.replace(index_tmp, files.index)
-        os.replace(meta_tmp, files.meta)
-        _fsync_dir(files.index.parent)
+        write_bytes_atomic(files.meta, json.dumps(asdict(meta), indent=1).encode())
 
     @classmethod
     def load(cls, files: IndexFiles, model_id: str, dim: int) -> VectorIndex:
@@ -158,7 +147,7 @@ class VectorIndex:
             raise IndexUnusable(f"index dimension {meta.dim}, expected {dim}")
         if not files.index.exists():
             raise IndexUnusable("index file missing")
-        if _sha256(files.index) != meta.sha256:
+        if file_sha256(files.index) != meta.sha256:
             raise IndexUnusable("index file checksum mismatch")
         try:
             index = faiss.read_index(str(files.index))
@@ -179,24 +168,3 @@ def _read_meta(files: IndexFiles) -> IndexMeta:
     if meta.format != FORMAT_VERSION or meta.kind not in (FLAT, IVF):
         raise IndexUnusable(f"unknown index format {meta.format}/{meta.kind}")
     return meta
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

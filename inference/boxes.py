@@ -1,4 +1,4 @@
-"""Box geometry shared by evaluation and serving (numpy only: the server has no torch)."""
+"""Box geometry shared by training, evaluation and serving (numpy only: the server has no torch)."""
 
 from __future__ import annotations
 

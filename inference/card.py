@@ -1,19 +1,42 @@
-"""The model card (model.json beside model.onnx): what the server needs from it, checked."""
+"""The exported model's contract: the graph's input/output names and the model card.
+
+The card is ``model.json`` beside ``model.onnx``. ``ModelCard`` is its only definition: training
+export builds one and writes it (``ModelCard.write``), the service and the evaluator read it
+(``load_model_card``), and every key is a field of the dataclass below. Keys a card holds that
+are not fields (notes from older exporters) are kept in ``extra`` and written back unchanged.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.preprocess import DEFAULT_MAX_SIZE, SIZE_DIVISOR
+from inference.files import file_sha256, write_bytes_atomic
+from inference.preprocess import DEFAULT_MAX_SIZE, PAD_COLOUR, PIXEL_MEAN, PIXEL_STD, SIZE_DIVISOR
 
-# The detection score above which boxes are worth storing and searching: the card's own
-# recommendation, else the threshold its evaluation used (metrics.det_thresh, written by
-# `python -m training.galw`), else 0.5 as in SeqNet-style evaluation.
-SCORE_THRESHOLD_KEY = "search_score_threshold"
+# The graph's inputs and outputs, in order (see docs/ARCHITECTURE.md, "The model artefact").
+INPUT_NAMES = ("image", "boxes")
+OUTPUT_NAMES = ("det_boxes", "det_scores", "det_embeddings", "box_embeddings")
+INPUT_DOCS = {
+    "image": "uint8 [1,3,H,W] RGB, resized to fit max_size and padded (bottom/right) with "
+    "pad_colour to a multiple of size_divisor",
+    "boxes": "float32 [Q,4] x1,y1,x2,y2 in input pixels (Q may be 0)",
+}
+OUTPUT_DOCS = {
+    "det_boxes": "float32 [K,4] x1,y1,x2,y2 in input pixels",
+    "det_scores": "float32 [K] sigmoid(cls) * sigmoid(centerness)",
+    "det_embeddings": "float32 [K,D] L2-normalised",
+    "box_embeddings": "float32 [Q,D] L2-normalised",
+}
+CARD_NAME = "model.json"
+# Detections below this are not worth storing when a card names no threshold (SeqNet's 0.5).
+FALLBACK_SCORE_THRESHOLD = 0.5
+# Cards written before the mean-colour padding were trained and exported with black padding.
+LEGACY_PAD_COLOUR = (0, 0, 0)
 
 
 class ModelError(RuntimeError):
@@ -22,15 +45,98 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelCard:
-    """The fields serving relies on, plus the whole card as written (`raw`, served at /model)."""
+    """Everything ``model.json`` says about an exported graph."""
+
+    onnx_file: str = "model.onnx"
+    onnx_sha256: str | None = None
+    embedding: str = "concat"
+    embedding_dim: int | None = None
+    max_size: tuple[int, int] = DEFAULT_MAX_SIZE  # (long side, short side) of the input
+    size_divisor: int = SIZE_DIVISOR
+    pad_colour: tuple[int, ...] = PAD_COLOUR
+    pixel_mean: tuple[float, ...] = PIXEL_MEAN
+    pixel_std: tuple[float, ...] = PIXEL_STD
+    # The detection score above which boxes are stored and searched: what the model was
+    # evaluated at (cls x ctr scores).
+    search_score_threshold: float | None = None
+    score: str = "cls*ctr"
+    format: str = "onnx"
+    exporter: str | None = None
+    opset: int | None = None
+    precision: str = "fp32"
+    config: dict[str, Any] = field(default_factory=dict)
+    num_ids: int | None = None
+    queue_size: int | None = None
+    attr_dim: int = 0
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    random_weights: bool = True
+    dataset: str | None = None
+    checkpoint: str | None = None
+    training: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    inputs: dict[str, str] = field(default_factory=lambda: dict(INPUT_DOCS))
+    outputs: dict[str, str] = field(default_factory=lambda: dict(OUTPUT_DOCS))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score_threshold(self) -> float:
+        """The card's search threshold, else the one its metrics were taken at, else 0.5."""
+        if self.search_score_threshold is not None:
+            return float(self.search_score_threshold)
+        if isinstance(self.metrics, dict) and self.metrics.get("det_thresh") is not None:
+            return float(self.metrics["det_thresh"])
+        return FALLBACK_SCORE_THRESHOLD
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of model.json (tuples as lists, as JSON reads them back)."""
+        record = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        del record["extra"]
+        result: dict[str, Any] = json.loads(json.dumps({**record, **self.extra}))
+        return result
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ModelCard:
+        """A card from its JSON object; a malformed field raises ValueError or TypeError."""
+        known = {item.name for item in dataclasses.fields(cls)} - {"extra"}
+        values = {key: value for key, value in raw.items() if key in known}
+        for key in ("max_size", "pad_colour", "pixel_mean", "pixel_std"):
+            if key in values:
+                values[key] = tuple(values[key])
+        if "max_size" in values:
+            long_side, short_side = (int(v) for v in values["max_size"])
+            values["max_size"] = (long_side, short_side)
+        if "pad_colour" not in raw:
+            values["pad_colour"] = LEGACY_PAD_COLOUR
+        if len(values.get("pad_colour", PAD_COLOUR)) != 3:
+            raise ValueError("pad_colour must hold 3 values")
+        for key in ("embedding_dim", "size_divisor"):
+            if values.get(key) is not None:
+                values[key] = int(values[key])
+        if values.get("search_score_threshold") is not None:
+            values["search_score_threshold"] = float(values["search_score_threshold"])
+        extra = {key: value for key, value in raw.items() if key not in known}
+        return cls(**values, extra=extra)
+
+    def with_onnx(self, onnx_path: Path) -> ModelCard:
+        """This card naming ``onnx_path`` and its checksum."""
+        return dataclasses.replace(
+            self, onnx_file=onnx_path.name, onnx_sha256=file_sha256(onnx_path)
+        )
+
+    def write(self, onnx_path: Path) -> Path:
+        """Write the card beside ``onnx_path`` (atomically); returns its path."""
+        path = Path(onnx_path).with_name(CARD_NAME)
+        write_bytes_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        return path
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model file on disk, checked against its card."""
 
     path: Path
     sha256: str
-    embedding_dim: int | None
-    max_size: tuple[int, int]
-    divisor: int
-    score_threshold: float
-    raw: dict[str, Any]
+    card: ModelCard
 
     @property
     def model_id(self) -> str:
@@ -38,12 +144,12 @@ class ModelCard:
         return f"sha256:{self.sha256[:16]}"
 
 
-def load_model_card(model_path: Path, default_score_threshold: float = 0.5) -> ModelCard:
-    """Read `model.json` beside `model_path` and check the ONNX file against its sha256."""
+def load_model_card(model_path: str | Path) -> LoadedModel:
+    """Read ``model.json`` beside ``model_path`` and check the ONNX file against its sha256."""
     model_path = Path(model_path)
     if not model_path.is_file():
         raise ModelError(f"model file {model_path} not found (set PS_MODEL to a model.onnx)")
-    card_path = model_path.with_name("model.json")
+    card_path = model_path.with_name(CARD_NAME)
     if not card_path.is_file():
         raise ModelError(f"model card {card_path} not found beside {model_path.name}")
     try:
@@ -52,7 +158,7 @@ def load_model_card(model_path: Path, default_score_threshold: float = 0.5) -> M
         raise ModelError(f"model card {card_path} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise ModelError(f"model card {card_path} must hold a JSON object")
-    sha256 = _file_sha256(model_path)
+    sha256 = file_sha256(model_path)
     expected = raw.get("onnx_sha256")
     if expected is not None and str(expected).lower() != sha256:
         raise ModelError(
@@ -60,38 +166,7 @@ def load_model_card(model_path: Path, default_score_threshold: float = 0.5) -> M
             "the model and its card do not belong together"
         )
     try:
-        return ModelCard(
-            path=model_path,
-            sha256=sha256,
-            embedding_dim=None if raw.get("embedding_dim") is None else int(raw["embedding_dim"]),
-            max_size=_max_size(raw.get("max_size")),
-            divisor=int(raw.get("size_divisor", SIZE_DIVISOR)),
-            score_threshold=_score_threshold(raw, default_score_threshold),
-            raw=raw,
-        )
+        card = ModelCard.from_dict(raw)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model card {card_path} has a malformed field: {exc}") from exc
-
-
-def _score_threshold(raw: dict[str, Any], default: float) -> float:
-    if raw.get(SCORE_THRESHOLD_KEY) is not None:
-        return float(raw[SCORE_THRESHOLD_KEY])
-    metrics = raw.get("metrics")
-    if isinstance(metrics, dict) and metrics.get("det_thresh") is not None:
-        return float(metrics["det_thresh"])
-    return default
-
-
-def _max_size(value: Any) -> tuple[int, int]:
-    if value is None:
-        return DEFAULT_MAX_SIZE
-    long_side, short_side = (int(v) for v in value)
-    return long_side, short_side
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return LoadedModel(path=model_path, sha256=sha256, card=card)

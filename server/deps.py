@@ -10,7 +10,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from gallery.store import GalleryStore
-from server.engine import Engine
+from inference.engine import Engine
 from server.problems import Problem
 from server.state import ServiceState
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from gallery.records import FrameExists, FrameRecord
-from server.engine import Detections
+from inference.engine import Detections
+from inference.files import write_bytes_atomic
 from server.imaging import DecodedImage
 from server.problems import Problem
 from server.state import ServiceState
@@ -57,7 +56,7 @@ def commit_frame(state: ServiceState, frame: PendingFrame, found: Detections) ->
         if state.store.get_frame(frame.frame_id) is not None:
             raise Problem(409, "frame-exists", f"frame {frame.frame_id!r} already exists")
         path = state.settings.data_dir / relative
-        _write_durably(path, frame.data)
+        write_bytes_atomic(path, frame.data)
         try:
             return state.store.add_frame(
                 frame_id=frame.frame_id,
@@ -85,18 +84,3 @@ def delete_frame(state: ServiceState, frame_id: str) -> bool:
         if record.image_path:
             (state.settings.data_dir / record.image_path).unlink(missing_ok=True)
         return True
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    """Write via a temp file and rename, fsynced, so a crash never leaves half an image."""
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

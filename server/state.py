@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from gallery.store import GalleryStore
-from server.engine import Engine
+from inference.engine import Engine
 from server.metrics import Metrics
 from server.settings import Settings
 
@@ -53,12 +53,12 @@ class ServiceState:
             self.frames_dir.mkdir(parents=True, exist_ok=True)
             self.store = GalleryStore(
                 self.settings.data_dir,
-                engine.card.model_id,
+                engine.model.model_id,
                 engine.embedding_dim,
                 faiss_threads=self.settings.faiss_threads,
             )
             self.engine = engine
-            log.info("ready: model %s on %s", engine.card.model_id, engine.providers)
+            log.info("ready: model %s on %s", engine.model.model_id, engine.providers)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the service could not load its model or gallery")

@@ -1,6 +1,8 @@
 """Shared fixture: `tiny` overfitted on a few synthetic frames, and its ONNX export.
 
 The model, export and server tests reuse one run (`overfit_run`) so it trains once per session.
+torch is imported only where a fixture needs it, so that the torch-free tests (`make test-fast`)
+run without it.
 """
 
 from __future__ import annotations
@@ -8,16 +10,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
 
+from inference.preprocess import load_rgb, resize_and_pad
 from training.data import PRW, GalleryEntry, Query
-from training.export import export_onnx
-from training.model import PersonSearchModel, build_model
-from training.preprocess import load_rgb, resize_and_pad
 from training.synth import generate
+
+if TYPE_CHECKING:
+    import torch
+
+    from training.model import PersonSearchModel
 
 FRAME_SIZE = (384, 216)  # synthetic frame width, height; padded to 384 x 224
 DET_THRESH = 0.2  # search/detection score threshold (AlignPS's scripts use 0.2)
@@ -35,6 +40,8 @@ class OverfitRun:
 
 def frame_tensors(dataset: PRW) -> torch.Tensor:
     """All frames of a split as one uint8 batch [N, 3, H, W] at scale 1, padded to 32."""
+    import torch
+
     frames = [resize_and_pad(load_rgb(r.path), scale=1.0).image for r in dataset.images]
     return torch.from_numpy(np.stack(frames))
 
@@ -43,6 +50,10 @@ def train_tiny(
     dataset: PRW, iterations: int, batch: int = 2, seed: int = 0, lr: float = 2e-3
 ) -> PersonSearchModel:
     """Plain summed losses, AdamW, a cosine decay: enough to overfit a handful of frames."""
+    import torch
+
+    from training.model import build_model
+
     torch.manual_seed(seed)
     model = build_model("tiny", num_ids=dataset.num_ids, queue_size=16).train()
     images = frame_tensors(dataset)
@@ -65,6 +76,8 @@ def train_tiny(
 
 
 def _fit(model, images, targets, optimizer, schedule, generator, iterations, batch) -> None:
+    import torch
+
     for _ in range(iterations):
         chosen = torch.randperm(len(images), generator=generator)[:batch]
         losses = model(images[chosen], [targets[i] for i in chosen])
@@ -98,6 +111,8 @@ def _box_of(record, pid: int) -> np.ndarray | None:
 
 @pytest.fixture(scope="session")
 def overfit_run(tmp_path_factory) -> OverfitRun:
+    from training.export import export_onnx
+
     root = generate(
         tmp_path_factory.mktemp("synth") / "prw",
         "prw",
@@ -117,5 +132,5 @@ def overfit_run(tmp_path_factory) -> OverfitRun:
         "max_size": list(FRAME_SIZE),  # trained at scale 1: serve at the frames' own size
         "search_score_threshold": DET_THRESH,
     }
-    export_onnx(model, onnx_path, card_extra=card)
+    export_onnx(model, onnx_path, card_fields=card)
     return OverfitRun(model, root, onnx_path, seconds)

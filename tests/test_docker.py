@@ -40,7 +40,7 @@ DISTRIBUTIONS = {
     "prometheus_client": "prometheus-client",
     "pydantic_settings": "pydantic-settings",
 }
-PROJECT_PACKAGES = ("server", "gallery", "training", "galw", "benchmarks")
+PROJECT_PACKAGES = ("server", "gallery", "inference", "training", "galw", "benchmarks")
 
 
 @dataclass
@@ -199,7 +199,7 @@ def test_trainer_runs_galw_into_the_shared_models_volume(compose: dict, dockerfi
     assert exec_form(stage.last("ENTRYPOINT")) == ["python", "-m", "training.galw"]
     assert "models:/app/models" in trainer["volumes"]
     argv = [expand(arg) for arg in trainer["command"]]
-    from training.galw import build_parser  # torch is fine in tests; the trainer has it
+    from training.train import build_parser  # torch is fine in tests; the trainer has it
 
     options = build_parser().parse_args(argv)
     assert Path(options.out).is_relative_to("/app/models")
@@ -252,6 +252,9 @@ def test_requirements_script_installs_gpu_runtime_only(dockerfile: Dockerfile) -
 
 def test_api_image_holds_every_module_the_server_imports(dockerfile: Dockerfile) -> None:
     copied = [ROOT / s for s in copy_sources(dockerfile.stages["api"])]
+    packages = {"inference", "gallery", "server"}
+    assert packages <= {path.name for path in copied if path.is_dir()}  # whole packages
+    assert not any("training" in path.parts for path in copied)
     files, third_party = _imports_from(ROOT / "server" / "__main__.py")
     for path in files:
         assert any(path == c or c in path.parents for c in copied), f"{path} not in the image"

@@ -145,11 +145,23 @@ def test_detections_below_det_thresh_are_dropped():
     assert search_one(gallery, detections, det_thresh=0.6)["mAP"] == 0.0
 
 
-def test_image_listed_twice_counts_twice():
+def test_image_listed_twice_counts_its_ground_truth_twice_but_is_scored_once():
+    """SeqNet's eval_search_cuhk: two ground truths, one ranked detection of a.jpg."""
     detections = {"a.jpg": image([PERSON], [0.8]), "c.jpg": image([PERSON], [0.9])}
-    gallery = [entry("a.jpg", True), entry("a.jpg", True), entry("c.jpg", False)]
-    # ranking 0.9 wrong, 0.8 right, 0.8 right: AP (2/3 + 2/3) / 2, recall 1
-    assert search_one(gallery, detections)["mAP"] == pytest.approx(2 / 3)
+    gallery = [entry("a.jpg", True), entry("c.jpg", False), entry("a.jpg", True)]
+    # ranking 0.9 wrong, 0.8 right: AP 1/2, recall 1 of 2 ground truths
+    metrics = search_one(gallery, detections)
+    assert metrics["mAP"] == pytest.approx(0.5 * 0.5)
+    assert metrics["top1"] == 0.0 and metrics["top5"] == 1.0
+    # the first listing decides the label: listed first without the person, a.jpg is negative
+    gallery = [entry("a.jpg", False), entry("c.jpg", False), entry("a.jpg", True)]
+    assert search_one(gallery, detections)["mAP"] == 0.0
+
+
+def test_query_image_listed_in_its_own_gallery_is_kept():
+    detections = {"q.jpg": image([PERSON], [0.95]), "a.jpg": image([PERSON], [0.8])}
+    gallery = [entry("q.jpg", True), entry("a.jpg", True)]
+    assert search_one(gallery, detections)["mAP"] == pytest.approx(1.0)
 
 
 def test_query_without_ground_truth_is_left_out_and_counted():

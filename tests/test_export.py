@@ -31,7 +31,7 @@ def detecting_export(tmp_path_factory):
     with torch.no_grad():
         model.fcos_head.cls_logits.bias.fill_(1.0)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    card = export_onnx(model, path, card_extra={"note": "test"})
+    card = export_onnx(model, path, card_fields={"note": "test"}).to_dict()
     return model, path, card
 
 
@@ -73,6 +73,7 @@ def test_graph_uses_standard_operators_and_card_describes_it(detecting_export):
     assert card["onnx_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert card["embedding"] == "concat" and card["embedding_dim"] == 64
     assert card["size_divisor"] == 32 and card["max_size"] == [1500, 900]
+    assert card["pad_colour"] == [124, 116, 104]  # the mean colour: ~0 once normalised
     assert card["opset"] >= 19 and card["random_weights"] is True and card["note"] == "test"
     assert path.stat().st_size < 25e6
 
@@ -121,7 +122,7 @@ def test_fp16_export_keeps_roialign_and_nms_in_fp32(detecting_export, tmp_path):
     model, _, _ = detecting_export
     path = tmp_path / "half" / "model.onnx"
     card = export_onnx(model, path, fp16=True)
-    assert card["precision"] == "fp16"
+    assert card.precision == "fp16"
     graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
     elem_types = {v.name: v.type.tensor_type.elem_type for v in graph.value_info}
     elem_types.update({init.name: init.data_type for init in graph.initializer})

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.preprocess import fit_scale, resize_and_pad
+from inference.preprocess import PAD_COLOUR, PIXEL_MEAN, PIXEL_STD, fit_scale, resize_and_pad
 
 
 def test_fit_scale_respects_both_limits():
@@ -22,8 +22,10 @@ def test_resize_and_pad_shapes(size):
     assert new_h <= pad_h < new_h + 32 and new_w <= pad_w < new_w + 32
     assert max(new_h, new_w) <= 1500 and min(new_h, new_w) <= 900
     assert new_w == round(width * prepared.scale)
-    # the padding is zero, the content is not all zero
-    assert prepared.image[:, new_h:, :].sum() == 0 and prepared.image[:, :, new_w:].sum() == 0
+    # the padding has the mean colour, the content is not all that colour
+    colour = np.array(PAD_COLOUR, np.uint8).reshape(3, 1, 1)
+    assert np.all(prepared.image[:, new_h:, :] == colour)
+    assert np.all(prepared.image[:, :, new_w:] == colour)
     assert prepared.image[:, :new_h, :new_w].any()
 
 
@@ -37,3 +39,12 @@ def test_identity_scale_keeps_pixels():
 def test_rejects_non_rgb_input():
     with pytest.raises(ValueError, match="uint8 RGB"):
         resize_and_pad(np.zeros((10, 10), dtype=np.uint8))
+
+
+def test_padding_is_nearly_zero_after_normalisation():
+    prepared = resize_and_pad(np.zeros((40, 50, 3), np.uint8), scale=1.0)
+    pad = prepared.image[:, 40:, :].astype(np.float32)
+    normalised = (pad - np.reshape(PIXEL_MEAN, (3, 1, 1))) / np.reshape(PIXEL_STD, (3, 1, 1))
+    assert np.abs(normalised).max() < 0.01
+    black = resize_and_pad(np.zeros((40, 50, 3), np.uint8), scale=1.0, pad_colour=(0, 0, 0))
+    assert not black.image.any()

@@ -13,15 +13,15 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from server.engine import Engine
+from inference.boxes import box_iou
+from inference.card import ModelError, load_model_card
+from inference.engine import Engine
+from inference.preprocess import load_rgb
 from server.forms import parse_box, parse_timestamp, per_file
 from server.imaging import decode_image
-from server.model_card import ModelError, load_model_card
 from server.problems import Problem
 from server.settings import Settings
-from training.boxes import box_iou
 from training.data import PRW
-from training.preprocess import load_rgb
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,7 +109,7 @@ def test_model_card_mismatch_and_missing_files(overfit_run, tmp_path: Path) -> N
     with pytest.raises(ModelError, match="not found"):
         load_model_card(tmp_path / "absent.onnx")
     (tmp_path / "model.json").write_text(json.dumps({**card, "search_score_threshold": 0.3}))
-    assert load_model_card(model).score_threshold == 0.3
+    assert load_model_card(model).card.score_threshold == 0.3
 
 
 def test_boxes_come_back_in_original_pixels(engine: Engine, overfit_run) -> None:

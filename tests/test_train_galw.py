@@ -21,14 +21,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from inference.preprocess import load_rgb, resize_and_pad
 from training.data import load_dataset
 from training.data.base import ImageRecord
 from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages, collate
 from training.export import load_checkpoint_model
-from training.galw import main
-from training.model.tasks import TASKS
-from training.preprocess import load_rgb, resize_and_pad
+from training.export import main as export_main
+from training.model.tasks import REFERENCE_FIXED_WEIGHTS, TASKS
+from training.run_config import OptionError, RunConfig, scaled_lr_steps
 from training.synth import generate
+from training.train import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 # small frames keep the runs that are not evaluated cheap
@@ -106,7 +108,23 @@ def test_full_run_writes_every_artefact_and_a_working_onnx_model(synthetic, tmp_
     assert card["onnx_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
     assert card["metrics"] == metrics and card["training"]["weighting"] == "galw"
     assert card["training"]["grouping"]["groups"] == groups
+    # the reference's search threshold for PRW, queries embedded from their best detection
+    assert card["search_score_threshold"] == metrics["det_thresh"] == 0.15
+    assert metrics["query_embedding"] == "detection"
+    assert card["max_size"] == [320, 192]  # the frames' own size, chosen by the run
     check_onnx_matches_checkpoint(run, card, synthetic)
+
+    # re-exporting the final checkpoint writes the card the run wrote
+    again = tmp_path / "again" / "model.onnx"
+    assert (
+        export_main(["--checkpoint", str(run / "checkpoints" / "final.pth"), "--out", str(again)])
+        == 0
+    )
+    card_again = json.loads(again.with_name("model.json").read_text())
+    checksums = ("onnx_sha256",)
+    assert {k: v for k, v in card_again.items() if k not in checksums} == {
+        k: v for k, v in card.items() if k not in checksums
+    }
 
 
 def check_onnx_matches_checkpoint(run: Path, card: dict, data_root: Path) -> None:
@@ -201,12 +219,23 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(small_synthetic, tmp_path):
 
 def test_bad_data_root_is_a_clear_error(tmp_path):
     result = run_cli("--dataset", "prw", "--data-root", str(tmp_path / "absent"), "--out",
-                     str(tmp_path / "run"))  # fmt: skip
+                     str(tmp_path / "run"), "--config", "tiny")  # fmt: skip
     assert result.returncode == 2
     assert "no such directory" in result.stderr and "Traceback" not in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    code = main(["--dataset", "prw", "--data-root", str(empty), "--out", str(tmp_path / "r2")])
+    code = main(
+        [
+            "--dataset",
+            "prw",
+            "--data-root",
+            str(empty),
+            "--out",
+            str(tmp_path / "r2"),
+            "--config",
+            "tiny",
+        ]
+    )
     assert code == 2
     assert not (tmp_path / "r2" / "config.json").exists()
 
@@ -219,10 +248,16 @@ def test_bad_data_root_is_a_clear_error(tmp_path):
         (["--weighting", "fixed", "--grouping", "branch"], "drop --grouping"),
         (["--grouping", "no-such-groups.json"], "not slope|branch|random nor a groups file"),
         (["--config", "r101"], "--config r101: choose one of"),
+        (["--config", "r50"], "frozen batch norm, which cannot learn from random weights"),
+        (["--fixed-weights", "roi_cls=2"], "applies to --weighting fixed only"),
+        (["--weighting", "fixed", "--fixed-weights", "nope=2"], "unknown task 'nope'"),
+        (["--weighting", "fixed", "--fixed-weights", "roi_cls=x"], "is not name=number"),
     ],
 )
 def test_impossible_options_are_refused(tmp_path, capsys, options, message):
     argv = ["--dataset", "prw", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")]
+    if "--config" not in options:
+        argv += ["--config", "tiny"]
     assert main([*argv, *options]) == 2
     assert message in capsys.readouterr().err
 
@@ -230,6 +265,48 @@ def test_impossible_options_are_refused(tmp_path, capsys, options, message):
 def test_resume_needs_a_run_directory(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "nothing"), "--resume"]) == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+def parse_config(*options: str, data_root: Path) -> RunConfig:
+    argv = ["--dataset", "prw", "--data-root", str(data_root), "--out", str(data_root / "run")]
+    return RunConfig.from_arguments(build_parser().parse_args([*argv, *options]))
+
+
+def test_run_config_fills_the_reference_defaults_and_is_frozen(tmp_path):
+    config = parse_config("--config", "tiny", "--batch-size", "2", "--epochs", "12",
+                          data_root=tmp_path)  # fmt: skip
+    assert config.lr == pytest.approx(0.0015 * 2 / 5)
+    assert config.lr_steps == (8, 11) and config.probe_epochs == 12
+    assert config.grouping == "slope" and config.phases == ("probe", "main")
+    assert config.det_thresh == 0.15 and config.fixed_weights is None
+    with pytest.raises(AttributeError):
+        config.lr = 1.0  # type: ignore[misc]
+    cuhk = RunConfig.from_arguments(
+        build_parser().parse_args(
+            ["--dataset", "cuhk", "--data-root", str(tmp_path), "--out", "r", "--config", "tiny"]
+        )
+    )
+    assert cuhk.det_thresh == 0.2
+    assert scaled_lr_steps((16, 22), 24, 2) == (1, 2)
+
+
+def test_fixed_weights_default_to_the_reference_and_take_overrides(tmp_path):
+    fixed = parse_config("--config", "tiny", "--weighting", "fixed", data_root=tmp_path)
+    assert fixed.fixed_weights == REFERENCE_FIXED_WEIGHTS and fixed.phases == ("main",)
+    changed = parse_config("--config", "tiny", "--weighting", "fixed", "--fixed-weights",
+                           "roi_cls=2.5, fcos_tri=0", data_root=tmp_path)  # fmt: skip
+    assert changed.fixed_weights == {**REFERENCE_FIXED_WEIGHTS, "roi_cls": 2.5, "fcos_tri": 0.0}
+
+
+def test_saved_config_round_trips_and_old_run_configs_still_load(tmp_path):
+    config = parse_config("--config", "tiny", data_root=tmp_path).with_sizes((320, 192), (96, 128))
+    record = json.loads(json.dumps(config.to_record()))
+    assert RunConfig.from_record(record) == config
+    demo = json.loads((REPO / "models" / "demo" / "config.json").read_text())["options"]
+    old = RunConfig.from_record(demo)
+    assert old.max_size == (384, 216) and old.query_embedding == "detection"
+    with pytest.raises(OptionError, match="does not know"):
+        RunConfig.from_record({**record, "no_such_option": 1})
 
 
 def test_batches_are_fixed_by_seed_and_epoch_and_resume_skips_the_consumed_ones():

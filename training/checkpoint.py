@@ -1,18 +1,19 @@
 """Training checkpoints: atomic writes and the random-number state a resumed run needs.
 
-A checkpoint is written to a temporary file beside the target and moved over it with
-``os.replace``, so a crash while saving leaves the previous checkpoint intact.
+A checkpoint is written with ``inference.files.atomic_write``, so a crash while saving leaves the
+previous checkpoint intact.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from inference.files import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -22,13 +23,8 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` with torch.save, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with atomic_write(path) as temporary:
+        torch.save(state, temporary)
     return path
 
 

@@ -6,31 +6,37 @@
 Graph inputs: `image` uint8 [1,3,H,W] RGB (resized and padded to a multiple of 32; normalised
 inside the graph) and `boxes` float32 [Q,4] (query boxes in input pixels, Q may be 0).
 Outputs: `det_boxes` [K,4], `det_scores` [K], `det_embeddings` [K,D], `box_embeddings` [Q,D].
+The names and the card's fields are defined in `inference.card`.
+
+A checkpoint written at the end of `python -m training.galw` holds the card fields its run
+exported with (input size, search threshold, training summary, metrics), so re-exporting it
+writes the same card.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
-import json
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from inference.card import INPUT_NAMES, OUTPUT_NAMES, ModelCard
+from inference.preprocess import PAD_COLOUR, PIXEL_MEAN, PIXEL_STD, SIZE_DIVISOR
 from training.model import build_model
 from training.model.config import resolve_config
 from training.model.network import PersonSearchModel
-from training.preprocess import DEFAULT_MAX_SIZE, PIXEL_MEAN, PIXEL_STD, SIZE_DIVISOR
 
 OPSET = 19
 EMBEDDINGS = ("concat", "alignps", "roi")
-INPUT_NAMES = ["image", "boxes"]
-OUTPUT_NAMES = ["det_boxes", "det_scores", "det_embeddings", "box_embeddings"]
+# The checkpoint key holding the card fields of the run's own export.
+CARD_KEY = "card"
 
 
 class ExportWrapper(nn.Module):
@@ -67,9 +73,13 @@ def export_onnx(
     out_path: Path,
     embedding: str = "concat",
     fp16: bool = False,
-    card_extra: dict | None = None,
-) -> dict:
-    """Write the ONNX graph and `model.json` beside it; returns the model card."""
+    card_fields: Mapping[str, Any] | None = None,
+) -> ModelCard:
+    """Write the ONNX graph and `model.json` beside it; returns the model card.
+
+    ``card_fields`` are card keys (fields of ``inference.card.ModelCard``, or extra notes) that
+    override what the model itself says, e.g. max_size and search_score_threshold.
+    """
     if embedding not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
     out_path = Path(out_path)
@@ -89,15 +99,15 @@ def export_onnx(
             (image, boxes),
             dynamo=True,
             opset_version=OPSET,
-            input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
             dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
     program.save(str(out_path))
-    card = json.dumps(model_card(model, out_path, embedding, fp16, card_extra or {}), indent=2)
-    out_path.with_name("model.json").write_text(card)
-    return json.loads(card)
+    card = model_card(model, embedding, fp16, card_fields or {}).with_onnx(out_path)
+    card.write(out_path)
+    return card
 
 
 def half_precision(model: PersonSearchModel) -> PersonSearchModel:
@@ -108,48 +118,46 @@ def half_precision(model: PersonSearchModel) -> PersonSearchModel:
 
 
 def model_card(
-    model: PersonSearchModel, onnx_path: Path, embedding: str, fp16: bool, extra: dict
-) -> dict:
+    model: PersonSearchModel, embedding: str, fp16: bool, fields: Mapping[str, Any]
+) -> ModelCard:
+    """The card of an export of ``model``; ``fields`` override or add card keys."""
     config = model.config
-    card = {
-        "format": "onnx",
-        "onnx_file": onnx_path.name,
-        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-        "exporter": f"torch.onnx dynamo (torch {torch.__version__})",
-        "opset": OPSET,
-        "precision": "fp16" if fp16 else "fp32",
-        "config": config.to_dict(),
-        "num_ids": model.num_ids,
-        "queue_size": model.queue_size,
-        "attr_dim": model.attr_dim,
-        "inputs": {
-            "image": "uint8 [1,3,H,W] RGB, resized to fit max_size and zero-padded "
-            "(bottom/right) to a multiple of size_divisor",
-            "boxes": "float32 [Q,4] x1,y1,x2,y2 in input pixels (Q may be 0)",
-        },
-        "outputs": {
-            "det_boxes": "float32 [K,4] x1,y1,x2,y2 in input pixels",
-            "det_scores": "float32 [K] sigmoid(cls) * sigmoid(centerness)",
-            "det_embeddings": "float32 [K,D] L2-normalised",
-            "box_embeddings": "float32 [Q,D] L2-normalised",
-        },
-        "max_size": list(DEFAULT_MAX_SIZE),
-        "size_divisor": SIZE_DIVISOR,
-        "pixel_mean": list(PIXEL_MEAN),
-        "pixel_std": list(PIXEL_STD),
-        "embedding": embedding,
-        "embedding_dim": embedding_dim(model, embedding),
-        "score": "cls*ctr",
-        "thresholds": {
+    base = ModelCard(
+        exporter=f"torch.onnx dynamo (torch {torch.__version__})",
+        opset=OPSET,
+        precision="fp16" if fp16 else "fp32",
+        config=config.to_dict(),
+        num_ids=model.num_ids,
+        queue_size=model.queue_size,
+        attr_dim=model.attr_dim,
+        size_divisor=SIZE_DIVISOR,
+        pad_colour=PAD_COLOUR,
+        pixel_mean=PIXEL_MEAN,
+        pixel_std=PIXEL_STD,
+        embedding=embedding,
+        embedding_dim=embedding_dim(model, embedding),
+        thresholds={
             "cls_threshold": config.cls_threshold,
             "pre_nms_top": config.pre_nms_top,
             "nms_iou": config.nms_iou,
             "max_detections": config.max_detections,
         },
-        "random_weights": True,
-    }
-    card.update(extra)
-    return card
+        random_weights=True,
+    )
+    return ModelCard.from_dict({**base.to_dict(), **fields})
+
+
+def checkpoint_card_fields(ckpt: Mapping[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """The card fields of a checkpoint's export: those its run exported with when it holds
+    them (final checkpoints of ``python -m training.galw``), else what it records."""
+    if ckpt.get(CARD_KEY) is not None:
+        return dict(ckpt[CARD_KEY])
+    fields: dict[str, Any] = {"random_weights": False, "checkpoint": checkpoint.name}
+    fields.update({key: ckpt[key] for key in ("metrics", "dataset", "max_size") if key in ckpt})
+    metrics = ckpt.get("metrics")
+    if isinstance(metrics, Mapping) and metrics.get("det_thresh") is not None:
+        fields["search_score_threshold"] = metrics["det_thresh"]
+    return fields
 
 
 def load_checkpoint_model(path: Path) -> tuple[PersonSearchModel, dict]:
@@ -173,13 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp16", action="store_true", help="half-precision graph")
     parser.add_argument("--embedding", choices=EMBEDDINGS, default="concat")
     args = parser.parse_args(argv)
-    extra: dict = {}
+    extra: dict[str, Any] = {}
     if args.checkpoint is not None:
         model, ckpt = load_checkpoint_model(args.checkpoint)
         if args.config and args.config != model.config.name:
             parser.error(f"--config {args.config} but the checkpoint is {model.config.name}")
-        extra = {"random_weights": False, "checkpoint": args.checkpoint.name}
-        extra.update({k: ckpt[k] for k in ("metrics", "dataset") if k in ckpt})
+        extra = checkpoint_card_fields(ckpt, args.checkpoint)
     elif args.config:
         print(
             "WARNING: no --checkpoint: exporting RANDOM WEIGHTS (for tests and speed benchmarks "
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.error("give --config or --checkpoint")
     card = export_onnx(model, args.out, args.embedding, args.fp16, extra)
-    print(f"wrote {args.out} ({card['embedding']} {card['embedding_dim']}-d) and model.json")
+    print(f"wrote {args.out} ({card.embedding} {card.embedding_dim}-d) and model.json")
     return 0
 
 

@@ -6,9 +6,7 @@ latest state of the phase being trained, so ``--resume`` picks up where a run st
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -20,17 +18,21 @@ from PIL import Image
 from galw.grouping import Grouping, build_grouping
 from galw.probe import GalwFileError, GradientHistory, GradientProbe
 from galw.weighting import build_weighting
+from inference.files import write_bytes_atomic
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
 from training.data import load_dataset
 from training.data.base import DatasetError
 from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages
+from training.evaluate_and_export import card_fields, evaluate_model, export_model
+from training.export import CARD_KEY
 from training.model import build_model
 from training.model.config import resolve_config
 from training.model.tasks import TASK_BRANCHES, TASK_KINDS, TASKS
-from training.run_outputs import evaluate_model, export_model
+from training.run_config import RunConfig
 from training.train_loop import (
+    EpochEnd,
     Phase,
-    RunHooks,
+    PhaseEnvironment,
     Schedule,
     StopRequest,
     TrainingStopped,
@@ -48,38 +50,38 @@ class RunError(RuntimeError):
     """The run cannot go on (bad data, a run directory in the way, ...); the message says why."""
 
 
-def run_algorithm(args: argparse.Namespace) -> int:
-    """Run (or resume) Algorithm 1 with checked options; returns the process exit code."""
-    run = RunDir(args.out)
-    if not args.resume and run.config.exists():
-        raise RunError(f"{args.out} already holds a run; add --resume or choose another --out")
-    device = _device(args.device)
-    train = _load(args.dataset, args.data_root, "train")
-    if not args.resume:
-        _choose_sizes(args, train.images)
+def run_algorithm(config: RunConfig, resume: bool = False) -> int:
+    """Run (or resume) Algorithm 1 with a checked config; returns the process exit code."""
+    run = RunDir(config.out)
+    if not resume and run.config.exists():
+        raise RunError(f"{config.out} already holds a run; add --resume or choose another --out")
+    device = _device(config.device)
+    train = _load(config.dataset, config.data_root, "train")
+    if not resume:
+        config = _choose_sizes(config, train.images)
         run.root.mkdir(parents=True, exist_ok=True)
-        _write_json(run.config, _config_record(args, train))
-    phases = ("probe", "main") if args.grouping == "slope" else ("main",)
-    _explain_plan(args, phases)
-    state = _resume_state(run, phases) if args.resume else None
-    context = TrainingContext(args, run, train, device, phases)
-    stop = StopRequest(budget=args.stop_after_iters)
+        _write_json(run.config, _config_record(config, train))
+    phases = config.phases
+    _explain_plan(config)
+    state = _resume_state(run, phases) if resume else None
+    training = TrainingRun(config, run, train, device)
+    stop = StopRequest(budget=config.stop_after_iters)
     try:
         if "probe" in phases and (state is None or state["phase"] == "probe"):
-            context.run_probe(state, stop)
+            training.run_probe(state, stop)
             state = None
-        grouping = context.choose_grouping(state)
-        model = context.run_main(grouping, state, stop)
+        grouping = training.choose_grouping(state)
+        model = training.run_main(grouping, state, stop)
     except TrainingStopped as stopped:
         log(
             f"{stopped.reason}: checkpoint saved to {stopped.checkpoint}\n"
-            f"resume with: python -m training.galw --out {args.out} --resume"
+            f"resume with: python -m training.galw --out {config.out} --resume"
         )
         return 130 if "Ctrl-C" in stopped.reason else 0
     except KeyboardInterrupt:
         log("aborted by a second Ctrl-C; the last periodic checkpoint is in " + str(run.last))
         return 130
-    return context.finish(model, grouping)
+    return training.finish(model, grouping)
 
 
 class RunDir:
@@ -99,40 +101,42 @@ class RunDir:
         self.final = root / "checkpoints" / "final.pth"
 
 
-class TrainingContext:
-    """What both phases share: options, data, device, run directory."""
+class TrainingRun:
+    """One run of Algorithm 1: its config, data, device and directory, and its steps (probe,
+    grouping, main run, finish)."""
 
-    def __init__(self, args, run: RunDir, train, device: torch.device, phases) -> None:
-        self.args, self.run, self.train, self.device, self.phases = args, run, train, device, phases
+    def __init__(self, config: RunConfig, run: RunDir, train, device: torch.device) -> None:
+        self.config, self.run, self.train, self.device = config, run, train, device
         self.tasks = list(TASKS)
-        scales = ScaleRange(*args.train_sizes, short_ratio=args.max_size[1] / args.max_size[0])
+        max_size, train_sizes = config.sizes
+        scales = ScaleRange(*train_sizes, short_ratio=max_size[1] / max_size[0])
         try:
-            self.images = TrainImages(train.images, scales, seed=args.seed)
+            self.images = TrainImages(train.images, scales, seed=config.seed)
         except ValueError as error:
-            raise RunError(f"{args.data_root}: {error}") from error
+            raise RunError(f"{config.data_root}: {error}") from error
 
     def _model(self) -> torch.nn.Module:
-        seed_everything(self.args.seed)  # both phases start from the same initial weights
+        seed_everything(self.config.seed)  # both phases start from the same initial weights
         model = build_model(
-            self.args.config,
+            self.config.config,
             num_ids=self.train.num_ids,
             queue_size=self.train.queue_size,
-            backbone_weights=self.args.backbone_weights,
+            backbone_weights=self.config.backbone_weights,
         )
         return model.to(self.device)
 
-    def _schedule(self, epochs: int, lr_steps: list[int]) -> Schedule:
-        batches = EpochBatches.count(len(self.images), self.args.batch_size)
+    def _schedule(self, epochs: int, lr_steps: tuple[int, ...]) -> Schedule:
+        batches = EpochBatches.count(len(self.images), self.config.batch_size)
         return Schedule(
-            lr=self.args.lr,
+            lr=self.config.lr,
             epochs=epochs,
             lr_steps=tuple(lr_steps),
-            warmup_iters=min(self.args.warmup_iters, batches),
-            warmup_ratio=self.args.warmup_ratio,
-            momentum=self.args.momentum,
-            weight_decay=self.args.weight_decay,
-            clip_grad=self.args.clip_grad,
-            optimizer=self.args.optimizer,
+            warmup_iters=min(self.config.warmup_iters, batches),
+            warmup_ratio=self.config.warmup_ratio,
+            momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay,
+            clip_grad=self.config.clip_grad,
+            optimizer=self.config.optimizer,
         )
 
     def _phase(self, name, model, weighting, schedule, probe=None) -> Phase:
@@ -141,63 +145,61 @@ class TrainingContext:
             model,
             weighting.to(self.device),
             self.images,
-            self.args.batch_size,
+            self.config.batch_size,
             schedule,
             self.device,
-            amp=self.args.amp,
+            amp=self.config.amp,
             probe=probe,
         )
 
-    def _hooks(self, stop: StopRequest, extra: dict[str, Any]) -> RunHooks:
-        return RunHooks(
+    def _environment(
+        self, stop: StopRequest, extra: dict[str, Any], epoch_end=()
+    ) -> PhaseEnvironment:
+        return PhaseEnvironment(
             checkpoint_path=self.run.last,
             log_path=self.run.log,
             extra_state=lambda: {**self._export_keys(), **extra},
             stop=stop,
-            log_every=self.args.log_every,
-            checkpoint_every=self.args.checkpoint_every,
-            workers=self.args.workers,
-            show_progress=not self.args.no_progress,
+            log_every=self.config.log_every,
+            checkpoint_every=self.config.checkpoint_every,
+            workers=self.config.workers,
+            show_progress=not self.config.no_progress,
+            epoch_end=tuple(epoch_end),
         )
 
     def _export_keys(self) -> dict[str, Any]:
         """The checkpoint keys training/export.py reads, besides "model"."""
+        max_size, _ = self.config.sizes
         return {
-            "config": resolve_config(self.args.config).to_dict(),
+            "config": resolve_config(self.config.config).to_dict(),
             "num_ids": self.train.num_ids,
             "queue_size": self.train.queue_size,
             "attr_dim": 0,
-            "dataset": self.args.dataset,
-            "max_size": list(self.args.max_size),
+            "dataset": self.config.dataset,
+            "max_size": list(max_size),
         }
 
     def run_probe(self, state: dict | None, stop: StopRequest) -> None:
         """First training with plain weights, recording the per-task gradient magnitudes."""
         model = self._model()
         weighting = build_weighting("fixed", self.tasks, TASK_KINDS)
-        batches = EpochBatches.count(len(self.images), self.args.batch_size)
+        batches = EpochBatches.count(len(self.images), self.config.batch_size)
         probe = GradientProbe(
             model.shared_parameters(),
             self.tasks,
             TASK_KINDS,
-            every=max(1, batches // self.args.probe_samples),
+            every=max(1, batches // self.config.probe_samples),
         )
-        steps = scaled_lr_steps(self.args.probe_epochs, self.args.epochs, self.args.lr_steps)
-        phase = self._phase(
-            "probe", model, weighting, self._schedule(self.args.probe_epochs, steps), probe
-        )
+        schedule = self._schedule(self.config.probe_epochs, self.config.probe_lr_steps())
+        phase = self._phase("probe", model, weighting, schedule, probe)
         if state is not None:
             phase.load_state_dict(state)
 
-        def close_epoch(epoch: int) -> None:
-            means = probe.end_epoch()
-            record = {"event": "probe_epoch", "phase": "probe", "epoch": epoch}
-            record |= {"step": phase.progress.iteration, "magnitudes": means}
-            with self.run.log.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+        def probe_magnitudes(end: EpochEnd) -> dict[str, Any]:
+            return {"event": "probe_epoch", "magnitudes": probe.end_epoch()}
 
         started = time.monotonic()
-        phase.run(self._hooks(stop, {}), on_epoch_end=close_epoch)
+        phase.run(self._environment(stop, {}, epoch_end=[probe_magnitudes]))
         log(f"probe run finished ({time.monotonic() - started:.1f} s in this process)")
         history = probe.history()
         history.save(self.run.gradients)
@@ -213,9 +215,9 @@ class TrainingContext:
         """The task groups of the main run (None for fixed weights), written to groups.json."""
         if state is not None and state.get("grouping") is not None:
             return Grouping(**state["grouping"])
-        if self.args.weighting == "fixed":
+        if self.config.weighting == "fixed":
             return None
-        strategy = self.args.grouping
+        strategy = self.config.grouping
         try:
             if strategy is None:
                 grouping = Grouping([[t] for t in self.tasks], strategy="per-task")
@@ -226,11 +228,11 @@ class TrainingContext:
                 grouping = build_grouping(
                     strategy,
                     self.tasks,
-                    n_groups=self.args.groups,
+                    n_groups=self.config.groups,
                     magnitudes=magnitudes,
                     branches=TASK_BRANCHES,
-                    seed=self.args.seed,
-                    linkage=self.args.linkage,
+                    seed=self.config.seed,
+                    linkage=self.config.linkage,
                 )
         except (ValueError, GalwFileError) as error:
             raise RunError(f"cannot group the tasks: {error}") from error
@@ -243,16 +245,20 @@ class TrainingContext:
         model = self._model()
         groups = grouping.groups if grouping is not None else None
         weighting = build_weighting(
-            self.args.weighting, self.tasks, TASK_KINDS, groups=groups, lam=self.args.lam
+            self.config.weighting,
+            self.tasks,
+            TASK_KINDS,
+            groups=groups,
+            lam=self.config.lam,
+            fixed=self.config.fixed_weights,
         )
-        phase = self._phase(
-            "main", model, weighting, self._schedule(self.args.epochs, self.args.lr_steps)
-        )
+        schedule = self._schedule(self.config.epochs, self.config.lr_steps)
+        phase = self._phase("main", model, weighting, schedule)
         if state is not None:
             phase.load_state_dict(state)
         extra = {"grouping": grouping.to_dict() if grouping is not None else None}
         started = time.monotonic()
-        phase.run(self._hooks(stop, extra))
+        phase.run(self._environment(stop, extra))
         log(f"main run finished ({time.monotonic() - started:.1f} s in this process)")
         self.weighting = weighting
         return model
@@ -268,18 +274,21 @@ class TrainingContext:
             "grouping": grouping.to_dict() if grouping is not None else None,
         }
         metrics = None
-        if not self.args.no_eval:
+        if not self.config.no_eval:
             started = time.monotonic()
-            metrics = evaluate_model(model, self.args, self.device)
+            metrics = evaluate_model(model, self.config, self.device)
             log(f"evaluation took {time.monotonic() - started:.1f} s")
             _write_json(self.run.metrics, metrics)
             final["metrics"] = metrics
+        checkpoint = str(self.run.final.relative_to(self.run.root))
+        fields = card_fields(self.config, checkpoint, metrics, grouping)
+        final[CARD_KEY] = fields
         save_checkpoint(final, self.run.final)
         log(f"final checkpoint: {self.run.final}")
-        if not self.args.no_export:
+        if not self.config.no_export:
             started = time.monotonic()
             try:
-                export_model(model, self.run, self.args, metrics, grouping)
+                export_model(model, self.run.onnx, fields, fp16=self.config.export_fp16)
             except Exception as error:  # the trained weights are safe in the final checkpoint
                 log(
                     f"ONNX export failed: {error}\nthe trained model is in {self.run.final}; "
@@ -289,11 +298,6 @@ class TrainingContext:
                 return 1
             log(f"export took {time.monotonic() - started:.1f} s")
         return 0
-
-
-def scaled_lr_steps(epochs: int, main_epochs: int, main_steps: list[int]) -> list[int]:
-    """The main run's lr steps at the same fractions of a probe run of ``epochs``."""
-    return sorted({max(1, round(step * epochs / main_epochs)) for step in main_steps})
 
 
 def _main_steps(log_path: Path) -> list[dict]:
@@ -321,32 +325,35 @@ def _load(name: str, root: Path, split: str):
     return dataset
 
 
-def _choose_sizes(args: argparse.Namespace, records) -> None:
+def _choose_sizes(config: RunConfig, records) -> RunConfig:
     """Resolve --max-size / --train-sizes "auto" from the frames' sizes (logged, saved)."""
-    if args.max_size is None:
+    max_size, train_sizes = config.max_size, config.train_sizes
+    if max_size is None:
         sizes = []
         for record in records[:: max(1, len(records) // SIZE_SAMPLE)]:
             with Image.open(record.path) as image:
                 sizes.append(image.size)
         longest = max(max(w, h) for w, h in sizes)
         if longest >= SMALL_FRAME_LONG_SIDE:
-            args.max_size = list(REFERENCE_TEST_SIZE)
+            max_size = REFERENCE_TEST_SIZE
         else:
-            args.max_size = [longest, max(min(w, h) for w, h in sizes)]
-    if args.train_sizes is None:
-        ratio = args.max_size[0] / REFERENCE_TEST_SIZE[0]
-        args.train_sizes = [round(side * ratio) for side in REFERENCE_TRAIN_LONG]
-    log(f"test size {args.max_size[0]}x{args.max_size[1]}, training long side {args.train_sizes}")
+            max_size = (longest, max(min(w, h) for w, h in sizes))
+    if train_sizes is None:
+        ratio = max_size[0] / REFERENCE_TEST_SIZE[0]
+        low, high = (round(side * ratio) for side in REFERENCE_TRAIN_LONG)
+        train_sizes = (low, high)
+    log(f"test size {max_size[0]}x{max_size[1]}, training long side {list(train_sizes)}")
+    return config.with_sizes(max_size, train_sizes)
 
 
-def _explain_plan(args: argparse.Namespace, phases: tuple[str, ...]) -> None:
-    if "probe" in phases:
-        log(f"probe run of {args.probe_epochs} epochs, then {args.groups} groups by slope")
+def _explain_plan(config: RunConfig) -> None:
+    if "probe" in config.phases:
+        log(f"probe run of {config.probe_epochs} epochs, then {config.groups} groups by slope")
         return
     why = (
-        f"--grouping {args.grouping} needs no gradient magnitudes"
-        if args.grouping is not None
-        else f"--weighting {args.weighting} trains without groups"
+        f"--grouping {config.grouping} needs no gradient magnitudes"
+        if config.grouping is not None
+        else f"--weighting {config.weighting} trains without groups"
     )
     log(f"probe run skipped: {why}")
 
@@ -370,10 +377,9 @@ def _resume_state(run: RunDir, phases: tuple[str, ...]) -> dict | None:
     return state
 
 
-def _config_record(args: argparse.Namespace, train) -> dict[str, Any]:
-    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+def _config_record(config: RunConfig, train) -> dict[str, Any]:
     return {
-        "options": options,
+        "options": config.to_record(),
         "tasks": {task: TASK_KINDS[task] for task in TASKS},
         "train_images": len(train.images),
         "num_ids": train.num_ids,
@@ -395,14 +401,11 @@ def _plot(what: str, function: str, source, path: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    temporary.replace(path)
+    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)

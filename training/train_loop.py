@@ -96,9 +96,23 @@ class Progress:
     iteration: int = 0
 
 
+@dataclass(frozen=True)
+class EpochEnd:
+    """What an epoch-end callback is told: the phase, and the epoch (0-based) just trained."""
+
+    phase: Phase
+    epoch: int
+
+
+# Called after each epoch, before the epoch-end checkpoint. A returned dict is appended to
+# train_log.jsonl, with "phase", "epoch" and "step" (iterations done) filled in when absent.
+EpochEndCallback = Callable[[EpochEnd], dict[str, Any] | None]
+
+
 @dataclass
-class RunHooks:
-    """What a phase needs from the program around it."""
+class PhaseEnvironment:
+    """What a phase needs from the run around it: where to save and log, when to stop, and
+    what to do at each epoch's end."""
 
     checkpoint_path: Path
     log_path: Path
@@ -108,6 +122,7 @@ class RunHooks:
     checkpoint_every: int = 500
     workers: int = 0
     show_progress: bool = True
+    epoch_end: tuple[EpochEndCallback, ...] = ()
 
 
 @dataclass
@@ -211,7 +226,7 @@ class Phase:
             self.probe.load_state_dict(state["probe"])
         set_rng_state(state["rng"])
 
-    def run(self, hooks: RunHooks, on_epoch_end: Callable[[int], None] | None = None) -> None:
+    def run(self, env: PhaseEnvironment) -> None:
         """Train to the end of the schedule, or raise TrainingStopped after checkpointing."""
         total = self.schedule.epochs * self.batches_per_epoch
         bar = tqdm(
@@ -220,39 +235,46 @@ class Phase:
             desc=self.name,
             unit="it",
             dynamic_ncols=True,
-            disable=not hooks.show_progress,
+            disable=not env.show_progress,
         )
         self.model.train()
-        with bar, hooks.stop.handling_sigint():
+        with bar, env.stop.handling_sigint():
             while not self.finished:
-                self._run_epoch(hooks, bar)
-                if on_epoch_end is not None:
-                    on_epoch_end(self.progress.epoch)
+                self._run_epoch(env, bar)
+                self._end_epoch(env)
                 self.progress.epoch += 1
                 self.progress.batch = 0
-                self._save(hooks)
-                self._stop_if_asked(hooks)
+                self._save(env)
+                self._stop_if_asked(env)
 
-    def _run_epoch(self, hooks: RunHooks, bar: tqdm) -> None:
+    def _end_epoch(self, env: PhaseEnvironment) -> None:
+        """Run the epoch-end callbacks; log the records they return."""
+        for callback in env.epoch_end:
+            record = callback(EpochEnd(self, self.progress.epoch))
+            if record is not None:
+                defaults = {"phase": self.name, "epoch": self.progress.epoch}
+                _append_jsonl(env.log_path, {**defaults, "step": self.progress.iteration, **record})
+
+    def _run_epoch(self, env: PhaseEnvironment, bar: tqdm) -> None:
         epoch = self.progress.epoch
         loader = epoch_loader(
-            self.images, self.batch_size, epoch, start=self.progress.batch, workers=hooks.workers
+            self.images, self.batch_size, epoch, start=self.progress.batch, workers=env.workers
         )
         for images, targets in loader:
             self._step(images, targets)
             self.progress.batch += 1
             self.progress.iteration += 1
-            hooks.stop.spend_iteration()
+            env.stop.spend_iteration()
             bar.update(1)
             last_batch = self.progress.batch == self.batches_per_epoch
-            if self.progress.iteration % hooks.log_every == 0 or last_batch:
+            if self.progress.iteration % env.log_every == 0 or last_batch:
                 record = self._log_record()
-                _append_jsonl(hooks.log_path, record)
+                _append_jsonl(env.log_path, record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
-            if self.progress.iteration % hooks.checkpoint_every == 0 and not last_batch:
-                self._save(hooks)
+            if self.progress.iteration % env.checkpoint_every == 0 and not last_batch:
+                self._save(env)
             if not last_batch:
-                self._stop_if_asked(hooks)
+                self._stop_if_asked(env)
 
     def _step(self, images: torch.Tensor, targets: list[dict]) -> None:
         """One SGD step (probing the task gradients first on the probe's iterations)."""
@@ -281,9 +303,9 @@ class Phase:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
+        # Only the network's gradients are clipped: the weighting's sigmas are not part of it.
         grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for group in self.optimizer.param_groups for p in group["params"]],
-            self.schedule.clip_grad,
+            [p for p in self.model.parameters() if p.requires_grad], self.schedule.clip_grad
         )
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -305,14 +327,14 @@ class Phase:
             "sigmas": self.weighting.sigmas(),
         }
 
-    def _save(self, hooks: RunHooks) -> None:
-        save_checkpoint({**hooks.extra_state(), **self.state_dict()}, hooks.checkpoint_path)
+    def _save(self, env: PhaseEnvironment) -> None:
+        save_checkpoint({**env.extra_state(), **self.state_dict()}, env.checkpoint_path)
 
-    def _stop_if_asked(self, hooks: RunHooks) -> None:
-        if hooks.stop.reason is None:
+    def _stop_if_asked(self, env: PhaseEnvironment) -> None:
+        if env.stop.reason is None:
             return
-        self._save(hooks)
-        raise TrainingStopped(hooks.stop.reason, hooks.checkpoint_path)
+        self._save(env)
+        raise TrainingStopped(env.stop.reason, env.checkpoint_path)
 
 
 def _loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:

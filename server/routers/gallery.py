@@ -12,9 +12,9 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from gallery.records import FrameRecord
+from inference.engine import Detections
 from server import ingest
 from server.deps import Ready, ReadyDep
-from server.engine import Detections
 from server.forms import check_frame_id, parse_timestamp, per_file, read_image, upload_name
 from server.imaging import MEDIA_TYPES, decode_image
 from server.problems import Problem

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from inference.engine import QueryEmbedding
 from server.deps import Ready, ReadyDep
-from server.engine import QueryEmbedding
 from server.forms import parse_box, parse_timestamp, read_image, upload_name
 from server.imaging import DecodedImage
 from server.problems import Problem

@@ -33,13 +33,13 @@ async def model(ready: ReadyDep) -> ModelOut:
     """The loaded model: its card, id (the gallery key), and the providers running it."""
     engine = ready.engine
     return ModelOut(
-        model_id=engine.card.model_id,
-        path=str(engine.card.path),
-        sha256=engine.card.sha256,
+        model_id=engine.model.model_id,
+        path=str(engine.model.path),
+        sha256=engine.model.sha256,
         embedding_dim=engine.embedding_dim,
         min_detection_score=engine.min_score,
         providers=engine.providers,
-        card=engine.card.raw,
+        card=engine.card.to_dict(),
     )
 
 

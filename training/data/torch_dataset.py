@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from inference.preprocess import PAD_COLOUR, SIZE_DIVISOR, fit_scale, load_rgb
 from training.data.base import ImageRecord
-from training.preprocess import SIZE_DIVISOR, fit_scale, load_rgb
 
 # One sample's key: (epoch, index into the records). The epoch picks the augmentation.
 SampleKey = tuple[int, int]
@@ -129,12 +129,14 @@ class EpochBatches:
 def collate(
     samples: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor]]],
 ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """Pad images (bottom/right, zeros) to one uint8 [B, 3, H, W] batch, H and W multiples of 32."""
+    """Pad images (bottom/right, with the mean colour, as inference.preprocess does) to one uint8
+    [B, 3, H, W] batch, H and W multiples of 32."""
     height = max(image.shape[1] for image, _ in samples)
     width = max(image.shape[2] for image, _ in samples)
     height = -(-height // SIZE_DIVISOR) * SIZE_DIVISOR
     width = -(-width // SIZE_DIVISOR) * SIZE_DIVISOR
-    batch = torch.zeros((len(samples), 3, height, width), dtype=torch.uint8)
+    batch = torch.tensor(PAD_COLOUR, dtype=torch.uint8).view(1, 3, 1, 1)
+    batch = batch.repeat(len(samples), 1, height, width)
     for slot, (image, _) in enumerate(samples):
         batch[slot, :, : image.shape[1], : image.shape[2]] = image
     return batch, [target for _, target in samples]

@@ -5,7 +5,7 @@ Score any model's outputs with `python -m training.evaluate` (see `__main__`) or
 work on plain records.
 """
 
-from training.boxes import box_iou
+from inference.boxes import box_iou
 from training.evaluate.detection import evaluate_detection
 from training.evaluate.metrics import average_precision, small_box_iou_threshold
 from training.evaluate.protocol import SearchDataset, evaluate_dataset

@@ -1,9 +1,16 @@
-"""`python -m training.evaluate`: score a results file on a PRW or CUHK-SYSU test split.
+"""`python -m training.evaluate`: score a results file, or an exported model, on a PRW or
+CUHK-SYSU test split.
 
     python -m training.evaluate --dataset prw --data-root data/PRW --results R.json --json
+    python -m training.evaluate --dataset prw --data-root data/PRW --model model.onnx \
+        [--save-results R.json] --json
 
-Gallery images missing from the results file count as having no detections (a warning says how
-many); a results file with the wrong number of queries, or none of the test images, is an error.
+With --model the ONNX graph runs over every test image through the engine the service uses
+(``inference.engine``, at the size its card names), and its results are scored (and saved with
+--save-results). Gallery images missing from a results file count as having no detections (a
+warning says how many); a results file with the wrong number of queries, or none of the test
+images, is an error. Without --det-thresh, detections scoring below the reference's threshold
+for the dataset (PRW 0.15, CUHK-SYSU 0.2) are dropped.
 """
 
 from __future__ import annotations
@@ -16,20 +23,40 @@ from typing import Any
 
 from training.data import load_dataset
 from training.data.base import DatasetError
-from training.evaluate.protocol import evaluate_dataset
-from training.evaluate.results import ResultsError, load_results
+from training.evaluate.collect import QUERY_EMBEDDINGS, collect_results
+from training.evaluate.protocol import SearchDataset, evaluate_dataset
+from training.evaluate.results import ResultsError, load_results, save_results
 
 DEFAULT_CUHK_GALLERY = 100
+# AlignPS's search score thresholds (of cls x ctr scores).
+REFERENCE_SEARCH_THRESHOLDS = {"prw": 0.15, "cuhk": 0.2}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
-        description="Person search mAP / top-k and detection AP / recall of a results file.",
+        description="Person search mAP / top-k and detection AP / recall of a results file or "
+        "of an exported model.",
     )
     parser.add_argument("--dataset", required=True, choices=["prw", "cuhk"])
     parser.add_argument("--data-root", required=True, type=Path, help="dataset root folder")
-    parser.add_argument("--results", required=True, type=Path, help="results JSON file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", type=Path, help="results JSON file")
+    source.add_argument("--model", type=Path, help="exported model.onnx (its model.json beside)")
+    parser.add_argument(
+        "--save-results", type=Path, help="--model: also write the results file here"
+    )
+    parser.add_argument(
+        "--query-embedding",
+        choices=QUERY_EMBEDDINGS,
+        default="detection",
+        help="--model: embed each query from the detection overlapping its box most (the "
+        "reference), or from the box itself",
+    )
+    parser.add_argument(
+        "--providers", default="cpu", help="--model: ONNX Runtime providers, e.g. cuda,cpu"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--gallery-size",
         type=int,
@@ -39,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--cross-camera", action="store_true", help="PRW: only other cameras' frames in gallery"
     )
     parser.add_argument(
-        "--det-thresh", type=float, default=0.5, help="drop detections scoring below (0.5)"
+        "--det-thresh",
+        type=float,
+        help="drop detections scoring below (default: PRW 0.15, CUHK-SYSU 0.2, as the reference)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -51,20 +80,29 @@ def main(argv: list[str] | None = None) -> int:
     gallery_size = _gallery_size(parser, args)
     if args.cross_camera and args.dataset == "cuhk":
         parser.error("--cross-camera is a PRW protocol; CUHK-SYSU has no cameras")
+    if args.model is None and args.save_results is not None:
+        parser.error("--save-results needs --model")
+    det_thresh = args.det_thresh
+    if det_thresh is None:
+        det_thresh = REFERENCE_SEARCH_THRESHOLDS[args.dataset]
+    source = args.results or args.model
+    extra: dict[str, Any] = {}
     try:
-        results = load_results(args.results)
         dataset = load_dataset(args.dataset, args.data_root, "test")
-        _check_overlap(results, dataset, args.results)
-        metrics = evaluate_dataset(
-            dataset, results, gallery_size, args.cross_camera, args.det_thresh
-        )
+        if args.model is not None:
+            results, extra = model_results(args, dataset, det_thresh)
+        else:
+            results = load_results(args.results)
+            _check_overlap(results, dataset, args.results)
+        metrics = evaluate_dataset(dataset, results, gallery_size, args.cross_camera, det_thresh)
     except DatasetError as error:
         return _fail(str(error))
     except ResultsError as error:
         message = str(error)
-        return _fail(
-            message if message.startswith(str(args.results)) else f"{args.results}: {message}"
-        )
+        return _fail(message if message.startswith(str(source)) else f"{source}: {message}")
+    except _ModelFailure as error:
+        return _fail(str(error))
+    metrics.update(extra)
     if metrics["missing_gallery_images"]:
         print(
             f"warning: {args.results} has no entry for {metrics['missing_gallery_images']} of "
@@ -73,6 +111,42 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(json.dumps(metrics) if args.json else format_table(metrics))
     return 0
+
+
+class _ModelFailure(RuntimeError):
+    """The model cannot be loaded or run; the message says why."""
+
+
+def model_results(
+    args: argparse.Namespace, dataset: SearchDataset, det_thresh: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the exported model over the test split; its results and how queries were embedded."""
+    # imported here: scoring a results file needs no ONNX Runtime
+    from inference.card import ModelError
+    from inference.engine import Engine
+
+    try:
+        engine = Engine(args.model, [p.strip() for p in args.providers.split(",") if p.strip()])
+    except ModelError as error:
+        raise _ModelFailure(str(error)) from error
+    collected, info = collect_results(
+        dataset,
+        lambda image, boxes: {"model": engine.run_frame(image, boxes)},
+        ["model"],
+        args.query_embedding,
+        det_thresh,
+        show_progress=not args.no_progress,
+    )
+    results = collected["model"]
+    if args.save_results is not None:
+        save_results(results, args.save_results)
+    extra = {
+        "model": str(args.model),
+        "model_id": engine.model.model_id,
+        "query_embedding": info["query_embedding"],
+        "queries_from_detection": info["queries_from_detection"]["model"],
+    }
+    return results, extra
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -88,6 +162,11 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"  detection recall    {metrics['det_recall']:7.2%}",
         f"  recall (labelled)   {metrics['det_recall_labelled']:7.2%}",
     ]
+    if "query_embedding" in metrics:
+        lines.append(
+            f"  queries embedded from the {metrics['query_embedding']} "
+            f"({metrics['queries_from_detection']} of {metrics['num_queries']} from a detection)"
+        )
     if metrics["queries_without_gt"]:
         lines.append(f"  ({metrics['queries_without_gt']} queries without ground truth left out)")
     return "\n".join(lines)

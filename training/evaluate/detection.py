@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from training.boxes import box_iou
+from inference.boxes import box_iou
 from training.data.base import UNLABELLED, ImageRecord
 from training.evaluate.metrics import average_precision
 from training.evaluate.results import GalleryDetections, parse_gallery

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from inference.files import atomic_write
+
 # Guards the division when a model emits an all-zero embedding; such a vector matches nothing.
 _NORM_EPS = 1e-12
 
@@ -96,8 +98,7 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 def save_results(results: Mapping[str, Any], path: str | Path) -> Path:
     """Write results (lists or numpy arrays) as a results JSON file; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    with atomic_write(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
         json.dump(results, handle, default=_to_json)
     return path
 

@@ -10,8 +10,10 @@ The de-facto protocol of OIM / NAE / SeqNet / COAT:
   (found / ground truths), 0 when nothing is found; top-k says whether a positive is among the
   k most similar detections of the whole gallery; mAP and top-k are means over queries.
 
-The gallery is scored exactly as listed: an image listed twice counts twice, as in OIM's
-reference code (CUHK-SYSU's protocol lists four such images). Tied similarities keep the
+An image listed twice in one query's gallery (CUHK-SYSU's TestG files list four) is handled as
+SeqNet's eval_search_cuhk does: each listing that holds the person adds one ground truth, but
+the image's detections are ranked once, labelled by its first listing; a gallery listing the
+query's own image keeps it. See docs/ARCHITECTURE.md, "Evaluation". Tied similarities keep the
 order of the gallery list, then of the detections within an image, for top-k and for picking
 an image's positive; AP groups tied scores together as scikit-learn does.
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from training.boxes import box_iou
+from inference.boxes import box_iou
 from training.data.base import GalleryEntry, Query
 from training.evaluate.metrics import average_precision, small_box_iou_threshold
 from training.evaluate.results import GalleryDetections, ResultsError, parse_gallery, parse_queries
@@ -133,13 +135,14 @@ def summarise(outcomes: Sequence[QueryOutcome]) -> dict[str, Any]:
 def _score_query(
     all_similarities: np.ndarray, gallery: Sequence[GalleryEntry], detections: GalleryDetections
 ) -> QueryOutcome:
+    num_gt = sum(entry.gt_box is not None for entry in gallery)  # every listing counts
+    gallery = _first_listings(gallery)  # but each image is scored once, as first listed
     rows, offsets = _gallery_rows(gallery, detections)
     similarities = all_similarities[rows]
-    positives, num_gt = [], 0
+    positives = []
     for entry, offset in zip(gallery, offsets, strict=True):
         if entry.gt_box is None:
             continue
-        num_gt += 1
         image_rows = detections.image_rows(entry.image)
         match = _first_match(
             all_similarities[image_rows], detections.boxes[image_rows], entry.gt_box
@@ -153,6 +156,17 @@ def _score_query(
     ap = average_precision(labels, similarities) * len(positives) / num_gt
     best_rank = min(_rank(similarities, position) for position in positives)
     return QueryOutcome(ap=ap, num_found=len(positives), num_gt=num_gt, best_rank=best_rank)
+
+
+def _first_listings(gallery: Sequence[GalleryEntry]) -> Sequence[GalleryEntry]:
+    """The gallery without the repeated listings of an image (the first one kept)."""
+    seen: set[str] = set()
+    first = []
+    for entry in gallery:
+        if entry.image not in seen:
+            seen.add(entry.image)
+            first.append(entry)
+    return gallery if len(first) == len(gallery) else first
 
 
 def _gallery_rows(

@@ -1,0 +1,11 @@
+"""The exported model's contract and runtime, without torch (numpy, Pillow, ONNX Runtime).
+
+- ``inference.preprocess``: resize-and-pad and the normalisation constants;
+- ``inference.boxes``: box geometry;
+- ``inference.card``: the graph's input/output names and the model card (``ModelCard``);
+- ``inference.engine``: the ONNX Runtime engine (``Engine``);
+- ``inference.files``: atomic writes and file hashes.
+
+Training writes what this package reads; the service, the gallery and the evaluator of exported
+models use it. See docs/ARCHITECTURE.md, "Packages and their contracts".
+"""

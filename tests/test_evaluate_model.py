@@ -1,0 +1,74 @@
+"""`python -m training.evaluate --model`: the bundled demo model scored on generated test splits
+through the service's ONNX Runtime engine (no torch needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.evaluate.__main__ import main
+from training.synth import generate
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "models" / "demo" / "model.onnx"
+
+
+@pytest.fixture(scope="module", params=["prw", "cuhk"])
+def split(request, tmp_path_factory) -> tuple[str, Path]:
+    root = tmp_path_factory.mktemp(f"eval-{request.param}") / request.param
+    # the demo model's own frame size; few frames keep the ONNX runs to seconds
+    generate(root, request.param, frames=16, identities=8, cameras=3, seed=4, size=(384, 216))
+    return request.param, root
+
+
+def evaluate(capsys, *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_demo_model_is_scored_and_its_results_file_agrees(split, tmp_path, capsys):
+    name, root = split
+    saved = tmp_path / "R.json"
+    common = ["--dataset", name, "--data-root", str(root), "--json"]
+    if name == "cuhk":
+        common += ["--gallery-size", "-1"]
+    metrics = evaluate(capsys, *common, "--model", str(DEMO), "--save-results", str(saved),
+                       "--no-progress")  # fmt: skip
+    for key in ("mAP", "top1", "det_ap", "det_recall"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["det_recall"] > 0  # the demo model finds people in frames like its own
+    assert metrics["det_thresh"] == {"prw": 0.15, "cuhk": 0.2}[name]
+    assert metrics["query_embedding"] == "detection"
+    assert 0 <= metrics["queries_from_detection"] <= metrics["num_queries"]
+    if name == "prw":  # the demo model was trained on PRW-layout frames
+        assert metrics["queries_from_detection"] > 0
+    assert metrics["model_id"].startswith("sha256:")
+    # the saved results file scores the same through --results
+    rescored = evaluate(capsys, *common, "--results", str(saved))
+    for key in ("mAP", "top1", "top5", "top10", "det_ap", "det_recall", "num_queries"):
+        assert rescored[key] == metrics[key], key
+
+
+def test_queries_can_be_embedded_from_their_boxes(split, capsys):
+    name, root = split
+    argv = ["--dataset", name, "--data-root", str(root), "--model", str(DEMO), "--json",
+            "--no-progress", "--query-embedding", "box", "--det-thresh", "0.3"]  # fmt: skip
+    if name == "cuhk":
+        argv += ["--gallery-size", "-1"]
+    metrics = evaluate(capsys, *argv)
+    assert metrics["query_embedding"] == "box" and metrics["queries_from_detection"] == 0
+    assert metrics["det_thresh"] == 0.3
+
+
+def test_model_errors_are_reported(tmp_path, split, capsys):
+    name, root = split
+    assert (
+        main(["--dataset", name, "--data-root", str(root), "--model", str(tmp_path / "x.onnx")])
+        == 1
+    )
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--dataset", name, "--data-root", str(root), "--results", "R.json",
+              "--save-results", "S.json"])  # fmt: skip

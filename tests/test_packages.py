@@ -1,0 +1,51 @@
+"""Package boundaries: the service side (inference, gallery, server) needs neither torch nor
+anything of training/."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICE_PACKAGES = ("inference", "gallery", "server")
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+    return modules
+
+
+@pytest.mark.parametrize("package", SERVICE_PACKAGES)
+def test_service_packages_import_nothing_from_training(package):
+    for path in sorted((REPO / package).rglob("*.py")):
+        offending = {m for m in imported_modules(path) if m.split(".")[0] in ("training", "torch")}
+        assert not offending, f"{path.relative_to(REPO)} imports {offending}"
+
+
+def test_service_packages_import_with_torch_and_training_absent():
+    # None in sys.modules makes `import torch` (and `import training...`) raise ImportError.
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "sys.modules['training'] = None\n"
+        "import inference, inference.boxes, inference.card, inference.engine, inference.files\n"
+        "import inference.outputs, inference.preprocess\n"
+        "import gallery, gallery.store\n"
+        "import server, server.__main__, server.app\n"
+        "server.app.create_app()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -1,0 +1,287 @@
+"""The options of one ``python -m training.galw`` run, checked once and then frozen.
+
+``RunConfig.from_arguments`` turns the parsed command line into a config with every derived
+default filled in (lr for the batch size, lr steps for the epochs, grouping for the weighting,
+fixed weights); ``RunConfig.with_sizes`` fills the input sizes chosen from the data. The run
+saves ``to_record()`` as ``options`` in RUN/config.json and ``--resume`` rebuilds the same config
+from it (``from_record``), taking only the runtime options from the new command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.model.config import CONFIGS
+from training.model.tasks import REFERENCE_FIXED_WEIGHTS, TASKS
+
+WEIGHTINGS = ("galw", "rulwf", "ulwf", "fixed")
+GROUPINGS = ("slope", "branch", "random")
+QUERY_EMBEDDINGS = ("detection", "box")
+# Options taken from the command line on --resume; everything else comes from config.json.
+RUNTIME_OPTIONS = ("device", "workers", "stop_after_iters", "no_progress")
+# The reference schedule: 24 epochs, lr x0.1 at epochs 16 and 22, lr 0.0015 for batch 5.
+REFERENCE_EPOCHS, REFERENCE_STEPS = 24, (16, 22)
+REFERENCE_LR, REFERENCE_BATCH = 0.0015, 5
+# AlignPS's search score thresholds (of cls x ctr scores) per dataset.
+REFERENCE_SEARCH_THRESHOLDS = {"prw": 0.15, "cuhk": 0.2}
+
+
+class OptionError(ValueError):
+    """An impossible option or combination of options."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every option of a run, with the derived defaults resolved."""
+
+    dataset: str
+    data_root: Path
+    out: Path
+    config: str = "r50"
+    backbone_weights: Path | None = None
+    max_size: tuple[int, int] | None = None  # None until chosen from the data (with_sizes)
+    train_sizes: tuple[int, int] | None = None
+    # GALW
+    weighting: str = "galw"
+    grouping: str | None = "slope"  # slope | branch | random | a groups.json path | None
+    groups: int | str = 4  # a number or "auto"
+    lam: float = 1.0
+    probe_epochs: int = REFERENCE_EPOCHS
+    probe_samples: int = 50
+    linkage: str = "ward"
+    fixed_weights: dict[str, float] | None = None  # --weighting fixed only
+    # training
+    epochs: int = REFERENCE_EPOCHS
+    batch_size: int = REFERENCE_BATCH
+    lr: float = REFERENCE_LR
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_steps: tuple[int, ...] = REFERENCE_STEPS
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.001
+    clip_grad: float = 10.0
+    amp: str = "auto"
+    seed: int = 0
+    # running (RUNTIME_OPTIONS may change on --resume)
+    device: str = "cpu"
+    workers: int = 4
+    log_every: int = 20
+    checkpoint_every: int = 500
+    stop_after_iters: int | None = None
+    no_progress: bool = False
+    # evaluation and export
+    det_thresh: float = 0.5
+    query_embedding: str = "detection"
+    gallery_size: int = 100
+    no_eval: bool = False
+    no_export: bool = False
+    export_fp16: bool = False
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The training phases of Algorithm 1 this run needs."""
+        return ("probe", "main") if self.grouping == "slope" else ("main",)
+
+    @property
+    def sizes(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(max_size, train_sizes), once chosen."""
+        if self.max_size is None or self.train_sizes is None:
+            raise RuntimeError("the input sizes have not been chosen yet (RunConfig.with_sizes)")
+        return self.max_size, self.train_sizes
+
+    def with_sizes(self, max_size: tuple[int, int], train_sizes: tuple[int, int]) -> RunConfig:
+        return dataclasses.replace(self, max_size=max_size, train_sizes=train_sizes)
+
+    def probe_lr_steps(self) -> tuple[int, ...]:
+        """The main run's lr steps at the same fractions of the probe run."""
+        return scaled_lr_steps(self.lr_steps, self.epochs, self.probe_epochs)
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace) -> RunConfig:
+        """Check a parsed command line and fill the derived defaults (OptionError if wrong)."""
+        if args.dataset is None or args.data_root is None:
+            raise OptionError("--dataset and --data-root are required (unless --resume)")
+        if not args.data_root.is_dir():
+            raise OptionError(f"--data-root {args.data_root}: no such directory")
+        for name in ("epochs", "batch_size", "probe_samples", "log_every", "checkpoint_every"):
+            if getattr(args, name) < 1:
+                raise OptionError(f"--{name.replace('_', '-')} must be >= 1")
+        if args.config not in CONFIGS:
+            raise OptionError(f"--config {args.config}: choose one of {', '.join(CONFIGS)}")
+        if args.backbone_weights is not None and not args.backbone_weights.is_file():
+            raise OptionError(f"--backbone-weights {args.backbone_weights}: no such file")
+        probe_epochs = args.epochs if args.probe_epochs is None else args.probe_epochs
+        groups = _parse_groups(args.groups)
+        grouping = _check_grouping(args.grouping, args.weighting, probe_epochs, groups)
+        fixed_weights = _fixed_weights(args.fixed_weights, args.weighting)
+        if args.backbone_weights is None and CONFIGS[args.config].norm == "frozen_bn":
+            raise OptionError(
+                f"--config {args.config} has frozen batch norm, which cannot learn from random "
+                "weights: give --backbone-weights (ImageNet) or choose a config with trainable "
+                "norm layers (r18, tiny)"
+            )
+        lr_steps = (
+            scaled_lr_steps(REFERENCE_STEPS, REFERENCE_EPOCHS, args.epochs)
+            if args.lr_steps is None
+            else tuple(_parse_ints(args.lr_steps, "--lr-steps"))
+        )
+        det_thresh = args.det_thresh
+        if det_thresh is None:
+            det_thresh = REFERENCE_SEARCH_THRESHOLDS[args.dataset]
+        return cls(
+            dataset=args.dataset,
+            data_root=args.data_root,
+            out=args.out,
+            config=args.config,
+            backbone_weights=args.backbone_weights,
+            max_size=None if args.max_size == "auto" else _parse_pair(args.max_size, "--max-size"),
+            train_sizes=(
+                None
+                if args.train_sizes == "auto"
+                else _parse_pair(args.train_sizes, "--train-sizes")
+            ),
+            weighting=args.weighting,
+            grouping=grouping,
+            groups=groups,
+            lam=args.lam,
+            probe_epochs=probe_epochs,
+            probe_samples=args.probe_samples,
+            linkage=args.linkage,
+            fixed_weights=fixed_weights,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=REFERENCE_LR * args.batch_size / REFERENCE_BATCH if args.lr is None else args.lr,
+            optimizer=args.optimizer,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            lr_steps=lr_steps,
+            warmup_iters=args.warmup_iters,
+            warmup_ratio=args.warmup_ratio,
+            clip_grad=args.clip_grad,
+            amp=args.amp,
+            seed=args.seed,
+            device=args.device,
+            workers=args.workers,
+            log_every=args.log_every,
+            checkpoint_every=args.checkpoint_every,
+            stop_after_iters=args.stop_after_iters,
+            no_progress=args.no_progress,
+            det_thresh=det_thresh,
+            query_embedding=args.query_embedding,
+            gallery_size=args.gallery_size,
+            no_eval=args.no_eval,
+            no_export=args.no_export,
+            export_fp16=args.export_fp16,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON object of the options (paths as strings, tuples as lists)."""
+        record = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            record[item.name] = value
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RunConfig:
+        """The config ``to_record`` saved; options unknown to this version are refused, and
+        those it lacks (configs of older runs) take their defaults."""
+        known = {item.name for item in dataclasses.fields(cls)}
+        values = {key: value for key, value in record.items() if key in known}
+        unknown = set(record) - known - {"resume"}  # older runs saved the --resume flag too
+        if unknown:
+            raise OptionError(f"saved options this version does not know: {sorted(unknown)}")
+        for name in ("data_root", "out", "backbone_weights"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
+        for name in ("max_size", "train_sizes", "lr_steps"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def with_runtime_options(self, args: argparse.Namespace) -> RunConfig:
+        """This config with the RUNTIME_OPTIONS of a new command line (for --resume)."""
+        return dataclasses.replace(self, **{name: getattr(args, name) for name in RUNTIME_OPTIONS})
+
+
+def scaled_lr_steps(steps: tuple[int, ...], epochs: int, to_epochs: int) -> tuple[int, ...]:
+    """lr-step epochs of a schedule of ``epochs`` moved to the same fractions of ``to_epochs``
+    (each at least 1, duplicates merged)."""
+    return tuple(sorted({max(1, round(step * to_epochs / epochs)) for step in steps}))
+
+
+def _check_grouping(
+    grouping: str | None, weighting: str, probe_epochs: int, groups: int | str
+) -> str | None:
+    if grouping is None and weighting == "galw":
+        grouping = "slope"
+    if grouping is not None and weighting == "fixed":
+        raise OptionError("--weighting fixed has no sigmas to group; drop --grouping")
+    if grouping is not None and grouping not in GROUPINGS:
+        path = Path(grouping)
+        if not path.is_file():
+            raise OptionError(f"--grouping {grouping}: not slope|branch|random nor a groups file")
+        grouping = str(path.resolve())
+    if grouping == "slope" and probe_epochs < 2:
+        raise OptionError(
+            "--grouping slope needs a probe run of at least 2 epochs (the slope is the mean "
+            f"change between epochs); got --probe-epochs {probe_epochs}"
+        )
+    if grouping == "random" and groups == "auto":
+        raise OptionError("--grouping random needs a number for --groups")
+    if isinstance(groups, int) and not 1 <= groups <= len(TASKS):
+        raise OptionError(f"--groups must be between 1 and the {len(TASKS)} tasks, got {groups}")
+    return grouping
+
+
+def _fixed_weights(overrides: str | None, weighting: str) -> dict[str, float] | None:
+    """For --weighting fixed: the reference's weights with ``name=value,...`` overrides."""
+    if weighting != "fixed":
+        if overrides is not None:
+            raise OptionError("--fixed-weights applies to --weighting fixed only")
+        return None
+    weights = dict(REFERENCE_FIXED_WEIGHTS)
+    if overrides is None:
+        return weights
+    for part in filter(None, (p.strip() for p in overrides.split(","))):
+        name, _, value = part.partition("=")
+        if name.strip() not in weights:
+            raise OptionError(f"--fixed-weights: unknown task {name.strip()!r}; tasks: {TASKS}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise OptionError(f"--fixed-weights: {part!r} is not name=number") from None
+    return weights
+
+
+def _parse_groups(value: str | int) -> int | str:
+    if value == "auto" or isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise OptionError(f"--groups must be a number or 'auto', got {value!r}") from None
+
+
+def _parse_ints(value: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise OptionError(f"{option} must be comma-separated integers, got {value!r}") from None
+
+
+def _parse_pair(value: str, option: str) -> tuple[int, int]:
+    pair = _parse_ints(value, option)
+    if len(pair) != 2 or min(pair) < 32:
+        raise OptionError(f"{option} must be two sizes >= 32 like 1500,900, got {value!r}")
+    return pair[0], pair[1]
