@@ -119,7 +119,8 @@ class VectorIndex:
         if allowed_ids is not None:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
         if self.kind == IVF:
-            nprobe = self.nlist if exhaustive else min(self.nprobe, self.nlist)
+            nlist = int(self._inverted().nlist)
+            nprobe = nlist if exhaustive else min(self.nprobe, nlist)
             return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         return faiss.SearchParameters(sel=selector) if selector is not None else None
 

@@ -51,7 +51,7 @@ class FrameInput:
 
     width: int
     height: int
-    detections: Sequence[DetectionInput] = ()
+    detections: Sequence[DetectionInput | tuple] = ()  # tuples: (box, score, embedding)
     frame_id: str | None = None
     camera: str | None = None
     timestamp: float | None = None

@@ -122,12 +122,6 @@ class GalleryStore:
         if self._index_origin != "loaded":
             self._save_index()
 
-    def save_index(self) -> None:
-        """Write the index to disk now (it is also saved on close and every so often)."""
-        with self._write_lock:
-            self._check_open()
-            self._save_index()
-
     def _save_index(self) -> None:
         # Readers keep searching while the file is written; writers wait for it.
         with self._index_lock.reading():
@@ -215,7 +209,7 @@ class GalleryStore:
         connection = self._writer
         connection.execute("BEGIN IMMEDIATE")
         try:
-            self._refuse_existing([frame.frame_id for frame, _ in prepared])
+            self._refuse_existing([f.frame_id for f, _ in prepared if f.frame_id is not None])
             first_id = self._last_detection_id() + 1
             connection.executemany(
                 "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -277,7 +271,7 @@ class GalleryStore:
             )
             next_id += len(detections)
             row = self._frame_row(frame, now)
-            records.append(FrameRecord(*row, detections=stored))
+            records.append(FrameRecord(*row, detections=stored))  # type: ignore[misc]  # row ends before detections
         return records
 
     def _index_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -389,7 +383,7 @@ class GalleryStore:
             DetectionRecord(d[0], (d[1], d[2], d[3], d[4]), d[5])
             for d in connection.execute(_DETECTION_ROWS, (frame_id,))
         )
-        return FrameRecord(*row, detections=detections)
+        return FrameRecord(*row, detections=detections)  # type: ignore[misc]  # row ends before detections
 
     def stats(self) -> GalleryStats:
         """Counts per model; only this store's model is indexed and searched."""

@@ -58,7 +58,7 @@ def resize_and_pad(
         scale = fit_scale(width, height, max_size)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
     if (new_w, new_h) != (width, height):
-        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
     pad_h = -(-new_h // divisor) * divisor
     pad_w = -(-new_w // divisor) * divisor
     padded = np.empty((3, pad_h, pad_w), dtype=np.uint8)

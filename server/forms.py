@@ -88,9 +88,9 @@ def per_file(values: list[str] | None, count: int, field: str, shared: bool) -> 
     if not values:
         return [None] * count
     if len(values) == count:
-        return list(values)
+        return [*values]
     if shared and len(values) == 1:
-        return list(values) * count
+        return [values[0]] * count
     allowed = "one value, or one per file" if shared else "one per file"
     raise Problem(
         422, "field-count", f"{field}: got {len(values)} values for {count} files ({allowed})"

@@ -52,7 +52,7 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> DecodedImage:
         with Image.open(io.BytesIO(data), formats=list(FORMATS)) as image:
             _check_pixels(image.size, name, max_pixels)
             image.load()
-            suffix = FORMATS[image.format]
+            suffix = FORMATS[str(image.format)]
             pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except UnidentifiedImageError as exc:
         raise Problem(

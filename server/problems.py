@@ -73,7 +73,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(Problem, _on_problem)
-    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
+    app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(Exception, _on_unexpected)

@@ -46,7 +46,7 @@ class ServerProcess:
 
     def start(self, ready_timeout: float = 60.0) -> ServerProcess:
         """Start and wait until /readyz answers 200; raise with the log if it never does."""
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server"],
             cwd=REPOSITORY,
@@ -54,7 +54,7 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):
             log.close()
         self.wait_ready(ready_timeout)
         return self

@@ -58,6 +58,7 @@ async def search(
         min_score=min_score,
         min_similarity=min_similarity,
     )
+    x1, y1, x2, y2 = (float(v) for v in embedded.box)
     return SearchOut(
         results=[
             SearchHitOut(
@@ -71,9 +72,7 @@ async def search(
             )
             for hit in hits
         ],
-        query=QueryOut(
-            box=tuple(float(v) for v in embedded.box), source=embedded.source, iou=embedded.iou
-        ),
+        query=QueryOut(box=(x1, y1, x2, y2), source=embedded.source, iou=embedded.iou),
         took_ms=(time.perf_counter() - started) * 1000.0,
     )
 
