@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from inference.preprocess import PAD_COLOUR, SIZE_DIVISOR, fit_scale, load_rgb
+from training.data.attributes import box_attributes
 from training.data.base import ImageRecord
 
 # One sample's key: (epoch, index into the records). The epoch picks the augmentation.
@@ -57,13 +58,16 @@ class TrainImages(Dataset):
         scales: ScaleRange,
         seed: int,
         flip_prob: float = 0.5,
+        attributes: np.ndarray | None = None,
     ) -> None:
+        """attributes: per training id [num_ids, A] labels for the attribute task (t11)."""
         self.records = [record for record in records if len(record.boxes)]
         if not self.records:
             raise ValueError("no training image has a person box")
         self.scales = scales
         self.seed = seed
         self.flip_prob = flip_prob
+        self.attributes = attributes
 
     def __len__(self) -> int:
         return len(self.records)
@@ -89,6 +93,8 @@ class TrainImages(Dataset):
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
             "pids": torch.from_numpy(record.pids.astype(np.int64)),
         }
+        if self.attributes is not None:
+            target["attrs"] = torch.from_numpy(box_attributes(self.attributes, record.pids))
         return tensor, target
 
 
