@@ -77,7 +77,7 @@ class ModelOut(BaseModel):
     embedding_dim: int
     min_detection_score: float
     providers: list[str]
-    card: dict[str, Any] = Field(description="model.json as written by training/export.py")
+    card: dict[str, Any] = Field(description="model.json, an inference.card.ModelCard")
 
 
 class Status(BaseModel):

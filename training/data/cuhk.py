@@ -1,4 +1,6 @@
-"""CUHK-SYSU (Xiao et al., CVPR 2017) as laid out on disk (DESIGN section 4).
+"""CUHK-SYSU (Xiao et al., CVPR 2017) as laid out on disk.
+
+See docs/ARCHITECTURE.md, "Datasets on disk".
 
     Image/SSM/*.jpg; annotation/Images.mat (Img), annotation/pool.mat (pool: the test images),
     annotation/test/train_test/Train.mat (Train) and TestG<N>.mat (TestG<N>).

@@ -1,4 +1,6 @@
-"""PRW (Zheng et al., CVPR 2017) as laid out on disk (DESIGN section 4).
+"""PRW (Zheng et al., CVPR 2017) as laid out on disk.
+
+See docs/ARCHITECTURE.md, "Datasets on disk".
 
     frames/c<cam>s<seq>_<n>.jpg, annotations/<frame>.jpg.mat (box_new | anno_file |
     anno_previous: N x 5 [pid, x, y, w, h], pid -2 = unknown), frame_train.mat

@@ -2,7 +2,8 @@
 
 `generate(out, fmt, frames, identities, cameras, seed, size)` writes one; `plan_dataset` gives
 the same scenes as data (who stands where) without drawing them. `size` is one (width, height)
-or a mix of sizes, one per camera (`parse_size("prw-scaled")`). See DESIGN section 5.
+or a mix of sizes, one per camera (`parse_size("prw-scaled")`).
+See docs/ARCHITECTURE.md, "Synthetic data".
 """
 
 from training.synth.appearance import ATTRIBUTE_NAMES, Appearance

@@ -1,4 +1,6 @@
-"""Writing a planned dataset in CUHK-SYSU's on-disk layout (DESIGN section 4).
+"""Writing a planned dataset in CUHK-SYSU's on-disk layout.
+
+See docs/ARCHITECTURE.md, "Datasets on disk".
 
     Image/SSM/s<n>.jpg
     annotation/Images.mat                        Img: 1xN struct (imname, nAppear, box)

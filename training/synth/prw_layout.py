@@ -1,4 +1,6 @@
-"""Writing a planned dataset in PRW's on-disk layout (DESIGN section 4).
+"""Writing a planned dataset in PRW's on-disk layout.
+
+See docs/ARCHITECTURE.md, "Datasets on disk".
 
     frames/c<cam>s<seq>_<number>.jpg
     annotations/<frame>.jpg.mat       box_new: N x 5 double [pid, x, y, w, h], pid -2 = unknown

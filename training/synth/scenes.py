@@ -1,10 +1,11 @@
 """Planning a synthetic dataset: cameras, frames, who appears where, and where they stand.
 
 Everything here is plain data drawn from one seeded generator, so a plan is a pure function of
-its arguments; rendering and writing follow from it. Statistics follow PRW's test set (DESIGN
-section 5): person heights 5/50/95th percentile at 8%/15%/46% of the frame height, 1..19 people
-per frame (median 3), about 76% of them labelled. Each camera records at one frame size; with
-a size mix (training.synth.sizes) the frames are shared among the sizes in its proportions.
+its arguments; rendering and writing follow from it. Statistics follow PRW's test set
+(docs/ARCHITECTURE.md, "Synthetic data"): person heights 5/50/95th percentile at 8%/15%/46%
+of the frame height, 1..19 people per frame (median 3), about 76% of them labelled. Each camera
+records at one frame size; with a size mix (training.synth.sizes) the frames are shared among
+the sizes in its proportions.
 """
 
 from __future__ import annotations

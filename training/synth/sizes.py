@@ -1,8 +1,9 @@
 """Frame sizes: one size for every camera, or a mix of sizes shared out among the cameras.
 
-PRW's test set has 73% of its frames at 1920x1080 and 27% at 720x576 (DESIGN section 5), each
-camera recording at one size. A mix is written `1920x1080:0.73,720x576:0.27`, or by preset name:
-`prw` is that mix, `prw-scaled` the same shares at CI-friendly sizes (the same aspect ratios).
+PRW's test set has 73% of its frames at 1920x1080 and 27% at 720x576, each camera recording at
+one size (docs/ARCHITECTURE.md, "Synthetic data"). A mix is written
+`1920x1080:0.73,720x576:0.27`, or by preset name: `prw` is that mix, `prw-scaled` the same
+shares at CI-friendly sizes (the same aspect ratios).
 """
 
 from __future__ import annotations
