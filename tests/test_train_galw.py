@@ -96,6 +96,14 @@ def test_full_run_writes_every_artefact_and_a_working_onnx_model(synthetic, tmp_
     main_steps = [r for r in steps if r["phase"] == "main"]
     assert all(len(r["sigmas"]) == 4 and set(r["losses"]) == set(TASKS) for r in main_steps)
     assert all(r["sigmas"] == {} for r in steps if r["phase"] == "probe")
+    # each main epoch logs how far apart the branches hold different people
+    spreads = [r for r in read_log(run) if r["event"] == "embedding_spread"]
+    assert [r["epoch"] for r in spreads] == [0, 1] and {r["phase"] for r in spreads} == {"main"}
+    for record in spreads:
+        for branch in ("alignps", "roi"):
+            assert -1.0 <= record[f"{branch}_cosine_between_people"] <= 1.0
+        assert isinstance(record["collapsed"], list)
+    assert "mean cosine between different people" in result.stderr
 
     metrics = json.loads((run / "metrics.json").read_text())
     for embedding in ("alignps", "roi", "concat"):
@@ -112,6 +120,10 @@ def test_full_run_writes_every_artefact_and_a_working_onnx_model(synthetic, tmp_
     assert card["search_score_threshold"] == metrics["det_thresh"] == 0.15
     assert metrics["query_embedding"] == "detection"
     assert card["max_size"] == [320, 192]  # the frames' own size, chosen by the run
+    # the commands that made the model: the training command and the generator's
+    assert card["training"]["command"].startswith("python -m training.galw --dataset prw")
+    synth = json.loads((synthetic / "synth.json").read_text())["command"]
+    assert card["training"]["synth_command"] == synth
     check_onnx_matches_checkpoint(run, card, synthetic)
 
     # re-exporting the final checkpoint writes the card the run wrote
@@ -215,6 +227,26 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(small_synthetic, tmp_path):
     assert main(["--out", str(run), "--resume", "--stop-after-iters", "1", *FAST[-3:]]) == 0
     resumed = torch.load(run / "checkpoints" / "last.pth", weights_only=False)
     assert resumed["progress"]["iteration"] == done + 1
+
+
+def test_attribute_task_trains_from_the_generators_labels(small_synthetic, tmp_path):
+    run = tmp_path / "attr"
+    result = run_cli(
+        "--dataset", "prw", "--data-root", str(small_synthetic), "--config", "tiny",
+        "--weighting", "fixed", "--attr", "--epochs", "1", "--batch-size", "3",
+        "--no-eval", "--no-export", "--out", str(run), *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [r for r in read_log(run) if r["event"] == "step"]
+    assert steps and all(r["losses"]["attr"] > 0 for r in steps)
+    assert steps[-1]["weights"]["attr"] == 1.0
+    model, _ = load_checkpoint_model(run / "checkpoints" / "final.pth")
+    assert model.attr_head is not None and model.attr_head.out_features == 50
+    missing = run_cli(
+        "--dataset", "prw", "--data-root", str(small_synthetic), "--attr", str(tmp_path / "no"),
+        "--out", str(tmp_path / "x"),
+    )  # fmt: skip
+    assert missing.returncode == 2 and "--attr" in missing.stderr
 
 
 def test_bad_data_root_is_a_clear_error(tmp_path):

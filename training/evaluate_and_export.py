@@ -109,10 +109,16 @@ def evaluate_model(model: nn.Module, config: RunConfig, device: torch.device) ->
 
 
 def card_fields(
-    config: RunConfig, checkpoint: str, metrics: Mapping[str, Any] | None, grouping
+    config: RunConfig,
+    checkpoint: str,
+    metrics: Mapping[str, Any] | None,
+    grouping,
+    provenance: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The model-card fields a run exports with (also saved in its final checkpoint, so that
-    ``python -m training.export --checkpoint`` writes the same card)."""
+    ``python -m training.export --checkpoint`` writes the same card). ``provenance``: the
+    training command (``command``) and, for synthetic data, the generator's
+    (``synth_command``), both under ``training``."""
     max_size, _ = config.sizes
     fields: dict[str, Any] = {
         "random_weights": False,
@@ -130,6 +136,7 @@ def card_fields(
             "lr": config.lr,
             "seed": config.seed,
             "checkpoint": checkpoint,
+            **dict(provenance or {}),
         },
     }
     if metrics is not None:

@@ -21,14 +21,17 @@ from galw.weighting import build_weighting
 from inference.files import write_bytes_atomic
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
 from training.data import load_dataset
+from training.data.attributes import load_attribute_labels
 from training.data.base import DatasetError
-from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages
+from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages, collate
 from training.evaluate_and_export import card_fields, evaluate_model, export_model
 from training.export import CARD_KEY
 from training.model import build_model
 from training.model.config import resolve_config
-from training.model.tasks import TASK_BRANCHES, TASK_KINDS, TASKS
+from training.model.diagnostics import COLLAPSE_COSINE, collapsed_branches, embedding_spread
+from training.model.tasks import ATTR_KIND, ATTR_TASK, TASK_BRANCHES, TASK_KINDS, TASKS
 from training.run_config import RunConfig
+from training.synth.generate import RECIPE_FILE
 from training.train_loop import (
     EpochEnd,
     Phase,
@@ -44,14 +47,16 @@ REFERENCE_TEST_SIZE = (1500, 900)
 REFERENCE_TRAIN_LONG = (667, 2000)  # for the reference test long side of 1500
 SMALL_FRAME_LONG_SIDE = 640  # below this, frames are not upsampled to the reference size
 SIZE_SAMPLE = 200  # frames whose size is read to choose the sizes
+SPREAD_FRAMES = 8  # training frames on which the embedding spread is measured every epoch
 
 
 class RunError(RuntimeError):
     """The run cannot go on (bad data, a run directory in the way, ...); the message says why."""
 
 
-def run_algorithm(config: RunConfig, resume: bool = False) -> int:
-    """Run (or resume) Algorithm 1 with a checked config; returns the process exit code."""
+def run_algorithm(config: RunConfig, resume: bool = False, command: str | None = None) -> int:
+    """Run (or resume) Algorithm 1 with a checked config; returns the process exit code.
+    ``command`` (the command line that started the run) is kept in config.json and the card."""
     run = RunDir(config.out)
     if not resume and run.config.exists():
         raise RunError(f"{config.out} already holds a run; add --resume or choose another --out")
@@ -60,7 +65,7 @@ def run_algorithm(config: RunConfig, resume: bool = False) -> int:
     if not resume:
         config = _choose_sizes(config, train.images)
         run.root.mkdir(parents=True, exist_ok=True)
-        _write_json(run.config, _config_record(config, train))
+        _write_json(run.config, _config_record(config, train, command))
     phases = config.phases
     _explain_plan(config)
     state = _resume_state(run, phases) if resume else None
@@ -107,11 +112,20 @@ class TrainingRun:
 
     def __init__(self, config: RunConfig, run: RunDir, train, device: torch.device) -> None:
         self.config, self.run, self.train, self.device = config, run, train, device
-        self.tasks = list(TASKS)
+        self.tasks, self.kinds = list(TASKS), dict(TASK_KINDS)
+        attributes = None
+        if config.attributes is not None:
+            try:
+                attributes, _ = load_attribute_labels(config.attributes, train.train_id_names)
+            except DatasetError as error:
+                raise RunError(f"--attr: {error}") from error
+            self.tasks.append(ATTR_TASK)
+            self.kinds[ATTR_TASK] = ATTR_KIND
+        self.attr_dim = 0 if attributes is None else attributes.shape[1]
         max_size, train_sizes = config.sizes
         scales = ScaleRange(*train_sizes, short_ratio=max_size[1] / max_size[0])
         try:
-            self.images = TrainImages(train.images, scales, seed=config.seed)
+            self.images = TrainImages(train.images, scales, seed=config.seed, attributes=attributes)
         except ValueError as error:
             raise RunError(f"{config.data_root}: {error}") from error
 
@@ -121,6 +135,7 @@ class TrainingRun:
             self.config.config,
             num_ids=self.train.num_ids,
             queue_size=self.train.queue_size,
+            attr_dim=self.attr_dim,
             backbone_weights=self.config.backbone_weights,
         )
         return model.to(self.device)
@@ -174,7 +189,7 @@ class TrainingRun:
             "config": resolve_config(self.config.config).to_dict(),
             "num_ids": self.train.num_ids,
             "queue_size": self.train.queue_size,
-            "attr_dim": 0,
+            "attr_dim": self.attr_dim,
             "dataset": self.config.dataset,
             "max_size": list(max_size),
         }
@@ -182,12 +197,12 @@ class TrainingRun:
     def run_probe(self, state: dict | None, stop: StopRequest) -> None:
         """First training with plain weights, recording the per-task gradient magnitudes."""
         model = self._model()
-        weighting = build_weighting("fixed", self.tasks, TASK_KINDS)
+        weighting = build_weighting("fixed", self.tasks, self.kinds)
         batches = EpochBatches.count(len(self.images), self.config.batch_size)
         probe = GradientProbe(
             model.shared_parameters(),
             self.tasks,
-            TASK_KINDS,
+            self.kinds,
             every=max(1, batches // self.config.probe_samples),
         )
         schedule = self._schedule(self.config.probe_epochs, self.config.probe_lr_steps())
@@ -233,6 +248,7 @@ class TrainingRun:
                     branches=TASK_BRANCHES,
                     seed=self.config.seed,
                     linkage=self.config.linkage,
+                    scoring=self.config.slope_scoring,
                 )
         except (ValueError, GalwFileError) as error:
             raise RunError(f"cannot group the tasks: {error}") from error
@@ -244,13 +260,16 @@ class TrainingRun:
         """Second training with the chosen weighting over the groups; returns the model."""
         model = self._model()
         groups = grouping.groups if grouping is not None else None
+        fixed = self.config.fixed_weights
+        if fixed is not None and ATTR_TASK in self.tasks:
+            fixed = {ATTR_TASK: 1.0, **fixed}  # the paper's Table 6 adds t11 at weight 1
         weighting = build_weighting(
             self.config.weighting,
             self.tasks,
-            TASK_KINDS,
+            self.kinds,
             groups=groups,
             lam=self.config.lam,
-            fixed=self.config.fixed_weights,
+            fixed=fixed,
         )
         schedule = self._schedule(self.config.epochs, self.config.lr_steps)
         phase = self._phase("main", model, weighting, schedule)
@@ -258,10 +277,44 @@ class TrainingRun:
             phase.load_state_dict(state)
         extra = {"grouping": grouping.to_dict() if grouping is not None else None}
         started = time.monotonic()
-        phase.run(self._environment(stop, extra))
+        phase.run(self._environment(stop, extra, epoch_end=[self._embedding_spread]))
         log(f"main run finished ({time.monotonic() - started:.1f} s in this process)")
         self.weighting = weighting
         return model
+
+    def _provenance(self) -> dict[str, str]:
+        """The commands that made this model: training, and the data when it is synthetic."""
+        provenance = {}
+        command = json.loads(self.run.config.read_text(encoding="utf-8")).get("command")
+        if command:
+            provenance["command"] = command
+        recipe = self.config.data_root / RECIPE_FILE
+        if recipe.is_file():
+            provenance["synth_command"] = json.loads(recipe.read_text(encoding="utf-8"))["command"]
+        return provenance
+
+    def _embedding_spread(self, end: EpochEnd) -> dict[str, Any]:
+        """Per epoch: how far apart different people's embeddings are in each branch (on the
+        same few training frames every epoch), with a warning when a branch collapses."""
+        count = min(SPREAD_FRAMES, len(self.images))
+        samples = [collate([self.images[(0, index)]]) for index in range(count)]
+        images = [batch.to(self.device) for batch, _ in samples]
+        targets = [{k: v.to(self.device) for k, v in t[0].items()} for _, t in samples]
+        spread = embedding_spread(end.phase.model, images, targets)
+        log(
+            f"epoch {end.epoch}: mean cosine between different people "
+            f"alignps {spread['alignps_cosine_between_people']:.3f}, "
+            f"roi {spread['roi_cosine_between_people']:.3f}; between lookup rows "
+            f"alignps {spread['alignps_lut_cosine']:.3f}, roi {spread['roi_lut_cosine']:.3f}"
+        )
+        collapsed = collapsed_branches(spread)
+        if collapsed:
+            log(
+                f"WARNING: the {' and '.join(collapsed)} re-id branch has collapsed (different "
+                f"people's embeddings at mean cosine > {COLLAPSE_COSINE}): its embeddings cannot "
+                "tell people apart; see docs/ARCHITECTURE.md, 'Re-id collapse'"
+            )
+        return {"event": "embedding_spread", **spread, "collapsed": collapsed}
 
     def finish(self, model: torch.nn.Module, grouping: Grouping | None) -> int:
         """Plots, final checkpoint, evaluation and export of a finished main run."""
@@ -281,7 +334,7 @@ class TrainingRun:
             _write_json(self.run.metrics, metrics)
             final["metrics"] = metrics
         checkpoint = str(self.run.final.relative_to(self.run.root))
-        fields = card_fields(self.config, checkpoint, metrics, grouping)
+        fields = card_fields(self.config, checkpoint, metrics, grouping, self._provenance())
         final[CARD_KEY] = fields
         save_checkpoint(final, self.run.final)
         log(f"final checkpoint: {self.run.final}")
@@ -377,8 +430,9 @@ def _resume_state(run: RunDir, phases: tuple[str, ...]) -> dict | None:
     return state
 
 
-def _config_record(config: RunConfig, train) -> dict[str, Any]:
+def _config_record(config: RunConfig, train, command: str | None) -> dict[str, Any]:
     return {
+        "command": command,
         "options": config.to_record(),
         "tasks": {task: TASK_KINDS[task] for task in TASKS},
         "train_images": len(train.images),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from galw.grouping import SCORINGS
 from training.model.config import CONFIGS
 from training.model.tasks import REFERENCE_FIXED_WEIGHTS, TASKS
 
@@ -54,6 +55,8 @@ class RunConfig:
     probe_epochs: int = REFERENCE_EPOCHS
     probe_samples: int = 50
     linkage: str = "ward"
+    slope_scoring: str = SCORINGS[0]  # the reading of Eq. 8 (galw.grouping.SCORINGS)
+    attributes: Path | None = None  # attribute labels for the optional task t11 (--attr)
     fixed_weights: dict[str, float] | None = None  # --weighting fixed only
     # training
     epochs: int = REFERENCE_EPOCHS
@@ -116,9 +119,15 @@ class RunConfig:
             raise OptionError(f"--config {args.config}: choose one of {', '.join(CONFIGS)}")
         if args.backbone_weights is not None and not args.backbone_weights.is_file():
             raise OptionError(f"--backbone-weights {args.backbone_weights}: no such file")
+        attributes = None
+        if args.attr is not None:
+            attributes = args.data_root / "attributes.json" if args.attr == "auto" else args.attr
+            if not attributes.is_file():
+                raise OptionError(f"--attr: {attributes}: no such file")
         probe_epochs = args.epochs if args.probe_epochs is None else args.probe_epochs
         groups = _parse_groups(args.groups)
-        grouping = _check_grouping(args.grouping, args.weighting, probe_epochs, groups)
+        n_tasks = len(TASKS) + (attributes is not None)
+        grouping = _check_grouping(args.grouping, args.weighting, probe_epochs, groups, n_tasks)
         fixed_weights = _fixed_weights(args.fixed_weights, args.weighting)
         if args.backbone_weights is None and CONFIGS[args.config].norm == "frozen_bn":
             raise OptionError(
@@ -153,6 +162,8 @@ class RunConfig:
             probe_epochs=probe_epochs,
             probe_samples=args.probe_samples,
             linkage=args.linkage,
+            slope_scoring=args.scoring,
+            attributes=attributes,
             fixed_weights=fixed_weights,
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -201,7 +212,7 @@ class RunConfig:
         unknown = set(record) - known - {"resume"}  # older runs saved the --resume flag too
         if unknown:
             raise OptionError(f"saved options this version does not know: {sorted(unknown)}")
-        for name in ("data_root", "out", "backbone_weights"):
+        for name in ("data_root", "out", "backbone_weights", "attributes"):
             if values.get(name) is not None:
                 values[name] = Path(values[name])
         for name in ("max_size", "train_sizes", "lr_steps"):
@@ -221,7 +232,7 @@ def scaled_lr_steps(steps: tuple[int, ...], epochs: int, to_epochs: int) -> tupl
 
 
 def _check_grouping(
-    grouping: str | None, weighting: str, probe_epochs: int, groups: int | str
+    grouping: str | None, weighting: str, probe_epochs: int, groups: int | str, n_tasks: int
 ) -> str | None:
     if grouping is None and weighting == "galw":
         grouping = "slope"
@@ -239,8 +250,8 @@ def _check_grouping(
         )
     if grouping == "random" and groups == "auto":
         raise OptionError("--grouping random needs a number for --groups")
-    if isinstance(groups, int) and not 1 <= groups <= len(TASKS):
-        raise OptionError(f"--groups must be between 1 and the {len(TASKS)} tasks, got {groups}")
+    if isinstance(groups, int) and not 1 <= groups <= n_tasks:
+        raise OptionError(f"--groups must be between 1 and the {n_tasks} tasks, got {groups}")
     return grouping
 
 

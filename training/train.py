@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import torch
 
-from galw.grouping import LINKAGES
+from galw.grouping import LINKAGES, SCORINGS
 from training.run_config import (
     QUERY_EMBEDDINGS,
     REFERENCE_BATCH,
@@ -76,6 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe-samples", type=int, default=50, help="probed iterations per probe epoch"
     )
     method.add_argument("--linkage", choices=LINKAGES, default="ward", help="clustering linkage")
+    method.add_argument(
+        "--scoring",
+        choices=SCORINGS,
+        default=SCORINGS[0],
+        help="reading of Eq. 8 for the slope grouping: log-standardised (sign x sigmoid of the "
+        "standardised log|slope|, independent of the gradients' units) or literal "
+        "(s / (1 + |s|))",
+    )
+    method.add_argument(
+        "--attr",
+        nargs="?",
+        const="auto",
+        type=lambda text: text if text == "auto" else Path(text),
+        help="add the attribute task t11 with labels from FILE (default: DATA_ROOT/"
+        "attributes.json, the generator's true attributes)",
+        metavar="FILE",
+    )
     method.add_argument(
         "--fixed-weights",
         help="--weighting fixed: NAME=VALUE,... overriding the reference ROI-AlignPS* weights "
@@ -160,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = resume_config(args) if args.resume else RunConfig.from_arguments(args)
-        return run_algorithm(config, resume=args.resume)
+        words = sys.argv[1:] if argv is None else argv
+        command = " ".join(["python -m training.galw", *map(shlex.quote, words)])
+        return run_algorithm(config, resume=args.resume, command=command)
     except (OptionError, RunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
