@@ -78,7 +78,9 @@ def load_grouping(path: str | Path, tasks: Sequence[str] | None = None) -> Group
     data = read_json(path)
     if isinstance(data, list):
         data = {"groups": data}
-    groups = data.get("groups") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise GalwFileError(f'{path}: expected {{"groups": [["task", ...], ...]}}')
+    groups = data.get("groups")
     if not isinstance(groups, list) or not all(
         isinstance(g, list) and all(isinstance(t, str) for t in g) for g in groups
     ):

@@ -87,6 +87,8 @@ class LossWeighting(nn.Module):
 class FixedWeighting(LossWeighting):
     """A constant weight per task: ``sum_t w_t * L_t``."""
 
+    factors: Tensor  # a buffer: saved with the state dict, moved by .to()
+
     def __init__(self, weights: Mapping[str, float]) -> None:
         super().__init__(list(weights))
         self.register_buffer("factors", torch.tensor([float(w) for w in weights.values()]))
@@ -106,6 +108,9 @@ class GroupedUncertainty(LossWeighting):
     the module docstring, and ``sigmas()`` reports sigma itself. ``lam = 0`` gives ULWF-style
     groups. At sigma = 1, |sigma - 1| takes the subgradient 0 (torch's ``abs``).
     """
+
+    group_index: Tensor  # buffers: task -> group, and k_t per task
+    kind_factors: Tensor
 
     def __init__(
         self, groups: Sequence[Sequence[str]], kinds: Mapping[str, str], lam: float = 1.0
