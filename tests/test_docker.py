@@ -203,6 +203,10 @@ def test_trainer_runs_galw_into_the_shared_models_volume(compose: dict, dockerfi
 
     options = build_parser().parse_args(argv)
     assert Path(options.out).is_relative_to("/app/models")
+    # the default command must not be one the training program refuses (frozen BN, no weights)
+    from training.model.config import CONFIGS
+
+    assert options.backbone_weights is not None or CONFIGS[options.config].norm != "frozen_bn"
 
 
 # ---- Dockerfile ------------------------------------------------------------------------
