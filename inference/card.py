@@ -130,6 +130,19 @@ class ModelCard:
         return path
 
 
+def branch_slices(card: ModelCard) -> dict[str, slice]:
+    """Where each branch's part lies in a concatenated embedding: the graph's concat vector is
+    [alignps, roi] / sqrt(2) (both unit vectors), so each part, renormalised, is that branch's
+    own embedding. Empty when the card's embedding is a single branch or its dims are unknown."""
+    if card.embedding != "concat":
+        return {}
+    alignps = int(card.config.get("neck_channels", 0))
+    roi = int(card.config.get("roi_emb_dim", 0))
+    if alignps <= 0 or roi <= 0 or alignps + roi != card.embedding_dim:
+        return {}
+    return {"alignps": slice(0, alignps), "roi": slice(alignps, alignps + roi)}
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model file on disk, checked against its card."""

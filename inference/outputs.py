@@ -29,6 +29,22 @@ class FrameOutputs:
     box_embeddings: np.ndarray  # float32 [Q, D], unit rows, one per given box
 
 
+def embedding_part(outputs: FrameOutputs, part: slice) -> FrameOutputs:
+    """The same outputs with only ``part`` of every embedding, renormalised (one branch of a
+    concatenated embedding, see ``inference.card.branch_slices``)."""
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        rows = rows[:, part]
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    found = outputs.detections
+    return FrameOutputs(
+        Detections(found.boxes, found.scores, unit(found.embeddings)),
+        unit(outputs.box_embeddings),
+    )
+
+
 @dataclass(frozen=True)
 class QueryEmbedding:
     """The vector a search uses, and where it came from.

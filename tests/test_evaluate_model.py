@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from training.evaluate.__main__ import main
@@ -72,3 +73,31 @@ def test_model_errors_are_reported(tmp_path, split, capsys):
     with pytest.raises(SystemExit):
         main(["--dataset", name, "--data-root", str(root), "--results", "R.json",
               "--save-results", "S.json"])  # fmt: skip
+
+
+def test_each_branch_is_its_part_of_the_concat_embedding(split, tmp_path, capsys):
+    name, root = split
+    common = ["--dataset", name, "--data-root", str(root), "--model", str(DEMO), "--json",
+              "--no-progress", "--query-embedding", "box"]  # fmt: skip
+    if name == "cuhk":
+        common += ["--gallery-size", "-1"]
+    card = json.loads(DEMO.with_name("model.json").read_text())
+    dims = {"alignps": card["config"]["neck_channels"], "roi": card["config"]["roi_emb_dim"]}
+    concat = evaluate(capsys, *common, "--save-results", str(tmp_path / "concat.json"))
+    assert concat["embedding"] == "concat"
+    whole = json.loads((tmp_path / "concat.json").read_text())
+    start = 0
+    for branch, dim in dims.items():
+        saved = tmp_path / f"{branch}.json"
+        metrics = evaluate(capsys, *common, "--embedding", branch, "--save-results", str(saved))
+        assert metrics["embedding"] == branch and 0.0 <= metrics["mAP"] <= 1.0
+        part = json.loads(saved.read_text())
+        for image, entry in whole["gallery"].items():
+            vectors = np.asarray(entry["embeddings"], dtype=np.float32).reshape(
+                -1, sum(dims.values())
+            )
+            expected = vectors[:, start : start + dim]
+            expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
+            got = np.asarray(part["gallery"][image]["embeddings"], dtype=np.float32)
+            np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-5)
+        start += dim

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--results", type=Path, help="results JSON file")
     source.add_argument("--model", type=Path, help="exported model.onnx (its model.json beside)")
     parser.add_argument(
+        "--embedding",
+        choices=("concat", "alignps", "roi"),
+        default="concat",
+        help="--model: score the graph's concatenated embedding, or one branch's part of it",
+    )
+    parser.add_argument(
         "--save-results", type=Path, help="--model: also write the results file here"
     )
     parser.add_argument(
@@ -122,16 +128,30 @@ def model_results(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the exported model over the test split; its results and how queries were embedded."""
     # imported here: scoring a results file needs no ONNX Runtime
-    from inference.card import ModelError
+    from inference.card import ModelError, branch_slices
     from inference.engine import Engine
+    from inference.outputs import embedding_part
 
     try:
         engine = Engine(args.model, [p.strip() for p in args.providers.split(",") if p.strip()])
     except ModelError as error:
         raise _ModelFailure(str(error)) from error
+    run = engine.run_frame
+    if args.embedding != "concat":
+        parts = branch_slices(engine.card)
+        if args.embedding not in parts:
+            raise _ModelFailure(
+                f"{args.model}: its {engine.card.embedding} embedding has no {args.embedding} "
+                "part (only a concat embedding of known branch dims has)"
+            )
+        part = parts[args.embedding]
+
+        def run(image, boxes):
+            return embedding_part(engine.run_frame(image, boxes), part)
+
     collected, info = collect_results(
         dataset,
-        lambda image, boxes: {"model": engine.run_frame(image, boxes)},
+        lambda image, boxes: {"model": run(image, boxes)},
         ["model"],
         args.query_embedding,
         det_thresh,
@@ -143,6 +163,7 @@ def model_results(
     extra = {
         "model": str(args.model),
         "model_id": engine.model.model_id,
+        "embedding": args.embedding,
         "query_embedding": info["query_embedding"],
         "queries_from_detection": info["queries_from_detection"]["model"],
     }
