@@ -334,8 +334,9 @@ def test_saved_config_round_trips_and_old_run_configs_still_load(tmp_path):
     config = parse_config("--config", "tiny", data_root=tmp_path).with_sizes((320, 192), (96, 128))
     record = json.loads(json.dumps(config.to_record()))
     assert RunConfig.from_record(record) == config
-    demo = json.loads((REPO / "models" / "demo" / "config.json").read_text())["options"]
-    old = RunConfig.from_record(demo)
+    # the config.json of a run made before RunConfig existed (the first demo model's)
+    saved = json.loads((REPO / "tests" / "data" / "old_run_config.json").read_text())["options"]
+    old = RunConfig.from_record(saved)
     assert old.max_size == (384, 216) and old.query_embedding == "detection"
     with pytest.raises(OptionError, match="does not know"):
         RunConfig.from_record({**record, "no_such_option": 1})
