@@ -162,3 +162,17 @@ def test_reference_fixed_weights_are_the_papers_baseline():
         paper = 10.0 if task in tens else 1.0
         assert REFERENCE_FIXED_WEIGHTS[task] == pytest.approx(paper * factor), task
     assert math.prod(REFERENCE_FIXED_WEIGHTS.values()) == pytest.approx(1e7)
+
+
+def test_torchvision_deform_conv_path_runs_in_fp32_under_autocast():
+    """The kernel path (evaluation, and training on CUDA) has no autocast rule of its own."""
+    torch.manual_seed(0)
+    layer = DeformConv3x3(8, 6).eval()
+    _random_offsets(layer, 0.05)
+    x = torch.randn(1, 8, 40, 300).bfloat16()
+    with torch.no_grad():
+        expected = layer(x.float())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = layer(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
