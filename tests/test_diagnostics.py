@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from training.model import build_model
 from training.model.diagnostics import collapsed_branches, embedding_spread
+from training.plots import plot_embedding_spread
 
 torch.set_num_threads(2)
 
@@ -50,3 +52,20 @@ def test_collapsed_branches_names_the_branches_over_the_threshold():
     spread = {"alignps_cosine_between_people": 0.995, "roi_cosine_between_people": 0.26}
     assert collapsed_branches(spread) == ["alignps"]
     assert collapsed_branches({"roi_cosine_between_people": float("nan")}) == []
+
+
+def test_spread_plot_is_drawn_from_the_log_records(tmp_path):
+    records = [
+        {"event": "step", "epoch": 0},
+        *(
+            {"event": "embedding_spread", "epoch": epoch, "alignps_cosine_between_people": c,
+             "roi_cosine_between_people": c / 2, "alignps_lut_cosine": c,
+             "roi_lut_cosine": float("nan")}
+            for epoch, c in enumerate([0.9, 0.5, 0.2])
+        ),
+    ]  # fmt: skip
+    path = tmp_path / "spread.png"
+    plot_embedding_spread(records, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no embedding_spread"):
+        plot_embedding_spread(records[:1], tmp_path / "none.png")

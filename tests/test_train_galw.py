@@ -77,8 +77,8 @@ def test_full_run_writes_every_artefact_and_a_working_onnx_model(synthetic, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     for name in (
         "config.json", "gradients.json", "gradient_magnitudes.png", "groups.json",
-        "train_log.jsonl", "sigmas.png", "metrics.json", "model.onnx", "model.json",
-        "checkpoints/last.pth", "checkpoints/final.pth",
+        "train_log.jsonl", "sigmas.png", "embedding_spread.png", "metrics.json", "model.onnx",
+        "model.json", "checkpoints/last.pth", "checkpoints/final.pth",
     ):  # fmt: skip
         assert (run / name).is_file(), name
 

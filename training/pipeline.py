@@ -30,6 +30,7 @@ from training.model import build_model
 from training.model.config import resolve_config
 from training.model.diagnostics import COLLAPSE_COSINE, collapsed_branches, embedding_spread
 from training.model.tasks import ATTR_KIND, ATTR_TASK, TASK_BRANCHES, TASK_KINDS, TASKS
+from training.plots import plot_embedding_spread
 from training.run_config import RunConfig
 from training.synth.generate import RECIPE_FILE
 from training.train_loop import (
@@ -100,6 +101,7 @@ class RunDir:
         self.gradient_plot = root / "gradient_magnitudes.png"
         self.groups = root / "groups.json"
         self.sigma_plot = root / "sigmas.png"
+        self.spread_plot = root / "embedding_spread.png"
         self.metrics = root / "metrics.json"
         self.onnx = root / "model.onnx"
         self.last = root / "checkpoints" / "last.pth"
@@ -320,6 +322,10 @@ class TrainingRun:
         """Plots, final checkpoint, evaluation and export of a finished main run."""
         if self.weighting.sigmas():
             _plot("sigmas", "plot_sigmas", _main_steps(self.run.log), self.run.sigma_plot)
+        try:
+            plot_embedding_spread(_main_records(self.run.log), self.run.spread_plot)
+        except Exception as error:  # a figure must not cost a finished training
+            log(f"could not draw the embedding spread plot {self.run.spread_plot.name}: {error}")
         final = {
             **self._export_keys(),
             "model": model.state_dict(),
@@ -353,9 +359,13 @@ class TrainingRun:
         return 0
 
 
-def _main_steps(log_path: Path) -> list[dict]:
+def _main_records(log_path: Path) -> list[dict]:
     records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
-    return [r for r in records if r.get("event") == "step" and r.get("phase") == "main"]
+    return [r for r in records if r.get("phase") == "main"]
+
+
+def _main_steps(log_path: Path) -> list[dict]:
+    return [r for r in _main_records(log_path) if r.get("event") == "step"]
 
 
 def _device(name: str) -> torch.device:
