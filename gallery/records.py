@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 # Frame ids end up in URLs and file names, so they are kept to a safe, path-free alphabet.
+# Always use fullmatch: `$` alone also matches before a final newline.
 FRAME_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 Box = tuple[float, float, float, float]
@@ -151,7 +152,7 @@ def normalise(vector: np.ndarray, dim: int) -> np.ndarray:
 
 def check_frame(frame: FrameInput) -> None:
     """Validate frame-level fields (detections are checked separately)."""
-    if frame.frame_id is not None and not FRAME_ID_PATTERN.match(frame.frame_id):
+    if frame.frame_id is not None and not FRAME_ID_PATTERN.fullmatch(frame.frame_id):
         raise ValueError(
             f"frame id {frame.frame_id!r} must match {FRAME_ID_PATTERN.pattern} (no paths)"
         )

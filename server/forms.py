@@ -73,7 +73,7 @@ def parse_timestamp(text: str, field: str = "timestamp") -> float:
 
 def check_frame_id(frame_id: str) -> str:
     """Frame ids name files and URLs: a path-free alphabet only."""
-    if not FRAME_ID_PATTERN.match(frame_id):
+    if not FRAME_ID_PATTERN.fullmatch(frame_id):
         raise Problem(
             422,
             "invalid-frame-id",

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     min_detection_score: float | None = Field(
         None, ge=0, le=1, description="detections kept at ingest; default from the model card"
     )
+    public_url: str | None = Field(
+        None,
+        description="base URL clients reach the service at (e.g. https://ps.example); "
+        "image_url is relative to the service when unset",
+    )
     log_level: str = "info"
 
     @field_validator("providers")
@@ -44,6 +49,16 @@ class Settings(BaseSettings):
         if not names or any(name not in PROVIDER_NAMES for name in names):
             raise ValueError(f"providers must be a comma list of {PROVIDER_NAMES}, got {value!r}")
         return ",".join(names)
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        text = str(value).rstrip("/")
+        if not text.startswith(("http://", "https://")) or any(c in text for c in "?# \n"):
+            raise ValueError(f"public_url must be an http(s) base URL, got {value!r}")
+        return text
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -359,6 +359,7 @@ def test_bad_detections_are_rejected(store: GalleryStore, detection, message: st
         dict(frame_id="../etc/passwd"),
         dict(frame_id="a/b"),
         dict(frame_id=""),
+        dict(frame_id="abc\n"),  # `$` alone would match before a final newline
         dict(width=0),
         dict(image_path="/abs/file.jpg"),
         dict(image_path="../outside.jpg"),

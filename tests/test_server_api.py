@@ -350,6 +350,27 @@ def test_bad_ingest_requests(client: httpx.Client, gallery: dict, frames: list[F
     assert client.get("/gallery/stats").json()["frames"] == len(gallery)
 
 
+def test_frame_id_with_a_trailing_newline_is_refused(client: httpx.Client) -> None:
+    one = [("files", ("f.jpg", jpeg()))]
+    assert_problem(client.post("/gallery", files=one, data={"frame_id": "abc\n"}), 422)
+    assert_problem(client.get("/gallery/frames/abc%0A"), 422)
+    assert_problem(client.delete("/gallery/frames/abc%0A"), 422)
+
+
+def test_image_url_is_relative_whatever_the_host_header(client: httpx.Client) -> None:
+    one = [("files", ("f.jpg", jpeg()))]
+    response = client.post(
+        "/gallery", files=one, data={"frame_id": "hosted"}, headers={"Host": "evil.example:666"}
+    )
+    assert response.status_code == 201, response.text
+    url = response.json()["frames"][0]["image_url"]
+    assert url == "/gallery/frames/hosted/image"
+    frame = client.get("/gallery/frames/hosted", headers={"Host": "evil.example:666"}).json()
+    assert frame["image_url"] == url
+    assert client.get(url).status_code == 200
+    assert client.delete("/gallery/frames/hosted").status_code == 204
+
+
 def test_unknown_and_path_like_frame_ids(client: httpx.Client, gallery: dict) -> None:
     for method in ("GET", "DELETE"):
         assert_problem(client.request(method, "/gallery/frames/nope"), 404)
@@ -371,6 +392,7 @@ def test_api_key_guards_everything_but_health(overfit_run, tmp_path: Path) -> No
             data_dir=tmp_path,
             api_key="s3cret",
             min_detection_score=MIN_DETECTION_SCORE,
+            public_url="https://ps.example/base/",
         ) as keyed,
         httpx.Client(base_url=keyed.url, timeout=60) as http,
     ):
@@ -390,3 +412,13 @@ def test_api_key_guards_everything_but_health(overfit_run, tmp_path: Path) -> No
         assert http.get("/gallery/stats", headers=good).status_code == 200
         response = http.post("/search", files={"query": ("q.jpg", jpeg())}, headers=good)
         assert response.status_code == 200, response.text
+        # PS_PUBLIC_URL, not the Host header, makes image_url absolute.
+        response = http.post(
+            "/gallery",
+            files={"files": ("f.jpg", jpeg())},
+            data={"frame_id": "pub"},
+            headers={**good, "Host": "evil.example:666"},
+        )
+        assert response.status_code == 201, response.text
+        url = response.json()["frames"][0]["image_url"]
+        assert url == "https://ps.example/base/gallery/frames/pub/image"

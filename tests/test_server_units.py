@@ -41,6 +41,14 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+def test_public_url_setting() -> None:
+    assert Settings().public_url is None
+    assert Settings(public_url="https://ps.example/").public_url == "https://ps.example"
+    for bad in ("ps.example", "ftp://x", "https://x/?q=1"):
+        with pytest.raises(ValidationError):
+            Settings(public_url=bad)
+
+
 def test_box_iou() -> None:
     a = np.array([[0, 0, 10, 10]], np.float32)
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)

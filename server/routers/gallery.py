@@ -143,6 +143,16 @@ async def _find_frame(ready: Ready, frame_id: str) -> FrameRecord:
     return record
 
 
+def _image_url(request: Request, frame_id: str) -> str:
+    """Relative to the service (never built from the client's Host header), or under
+    PS_PUBLIC_URL when that is set."""
+    path = request.scope.get("root_path", "") + str(
+        request.app.url_path_for("get_frame_image", frame_id=frame_id)
+    )
+    public = request.app.state.service.settings.public_url
+    return f"{public}{path}" if public else path
+
+
 def _frame_out(request: Request, record: FrameRecord) -> FrameOut:
     return FrameOut(
         frame_id=record.frame_id,
@@ -152,6 +162,6 @@ def _frame_out(request: Request, record: FrameRecord) -> FrameOut:
         height=record.height,
         model_id=record.model_id,
         created_at=record.created_at,
-        image_url=str(request.url_for("get_frame_image", frame_id=record.frame_id)),
+        image_url=_image_url(request, record.frame_id),
         detections=[DetectionOut(id=d.id, box=d.box, score=d.score) for d in record.detections],
     )
