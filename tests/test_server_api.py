@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -369,6 +370,45 @@ def test_image_url_is_relative_whatever_the_host_header(client: httpx.Client) ->
     assert frame["image_url"] == url
     assert client.get(url).status_code == 200
     assert client.delete("/gallery/frames/hosted").status_code == 204
+
+
+def test_image_read_racing_its_delete_is_whole_or_404(server: ServerProcess) -> None:
+    """Each read answers the whole image or 404 unknown-frame / image-missing, never a 500,
+    a cut-off body or a dropped connection."""
+    image = encode(np.random.default_rng(0).integers(0, 255, (560, 560, 3), np.uint8), "PNG")
+    assert len(image) < MAX_UPLOAD_MB * 1024 * 1024
+    outcomes: list[object] = []  # 200, 404, or what went wrong (threads cannot assert)
+
+    def read(frame_id: str) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for _ in range(40):  # until the delete has happened
+                try:
+                    response = http.get(f"/gallery/frames/{frame_id}/image")
+                except httpx.HTTPError as error:
+                    outcomes.append(repr(error))
+                    continue
+                whole = response.status_code == 200 and response.content == image
+                problem = response.status_code == 404 and response.headers[
+                    "content-type"
+                ].startswith(PROBLEM)
+                outcomes.append(response.status_code if whole or problem else response.text)
+                if response.status_code == 404:
+                    return
+
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for round_ in range(20):
+            frame_id = f"race{round_}"
+            files = {"files": ("r.png", image, "image/png")}
+            response = http.post("/gallery", files=files, data={"frame_id": frame_id})
+            assert response.status_code == 201, response.text
+            readers = [threading.Thread(target=read, args=(frame_id,)) for _ in range(6)]
+            for reader in readers:
+                reader.start()
+            assert http.delete(f"/gallery/frames/{frame_id}").status_code == 204
+            for reader in readers:
+                reader.join()
+    assert set(outcomes) <= {200, 404}, [o for o in outcomes if o not in (200, 404)][:3]
+    assert outcomes.count(404) == 20 * 6
 
 
 def test_unknown_and_path_like_frame_ids(client: httpx.Client, gallery: dict) -> None:

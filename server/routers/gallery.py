@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict
 from functools import partial
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gallery.records import FrameRecord
@@ -115,16 +116,27 @@ async def get_frame(request: Request, ready: ReadyDep, frame_id: str) -> FrameOu
 
 @router.get(
     "/frames/{frame_id}/image",
-    response_class=FileResponse,
+    response_class=Response,
     responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()}}},
 )
-async def get_frame_image(ready: ReadyDep, frame_id: str) -> FileResponse:
+async def get_frame_image(ready: ReadyDep, frame_id: str) -> Response:
     """The frame's image file, as uploaded."""
     record = await _find_frame(ready, frame_id)
     path = ready.state.settings.data_dir / (record.image_path or "")
-    if not record.image_path or not path.is_file():
+    # Read once, whole (at most PS_MAX_UPLOAD_MB): a delete racing this read either
+    # happens before the open (404) or leaves the open file readable to its end.
+    data = await run_in_threadpool(_read_file, path) if record.image_path else None
+    if data is None:
         raise Problem(404, "image-missing", f"the image file of frame {frame_id!r} is missing")
-    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
+    return Response(data, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
+
+
+def _read_file(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
 
 
 @router.delete("/frames/{frame_id}", status_code=status.HTTP_204_NO_CONTENT)
