@@ -82,6 +82,23 @@ def check_frame_id(frame_id: str) -> str:
     return frame_id
 
 
+MAX_CAMERA_LENGTH = 128
+
+
+def check_camera(camera: str | None) -> str | None:
+    """Camera names are short, printable text (no NUL, no line breaks); empty means none."""
+    if not camera:
+        return None
+    if len(camera) > MAX_CAMERA_LENGTH or not camera.isprintable():
+        raise Problem(
+            422,
+            "invalid-camera",
+            f"camera must be at most {MAX_CAMERA_LENGTH} printable characters, "
+            f"got {camera[:40]!r}{'...' if len(camera) > 40 else ''}",
+        )
+    return camera
+
+
 def per_file(values: list[str] | None, count: int, field: str, shared: bool) -> list[str | None]:
     """Spread a repeated form field over `count` files: none, one per file, or (if `shared`
     allows) one value for all of them."""

@@ -59,7 +59,12 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> DecodedImage:
             415, "not-an-image", f"{name}: not an image in a supported format {sorted(FORMATS)}"
         ) from exc
     except Image.DecompressionBombError as exc:
-        raise Problem(413, "image-too-large", f"{name}: {exc}") from exc
+        # Pillow's own guard (far above PS_MAX_PIXELS) fires while opening; cite ours.
+        raise Problem(
+            413,
+            "image-too-large",
+            f"{name}: the image is over the limit of {max_pixels} pixels (PS_MAX_PIXELS)",
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # PIL reports truncated or corrupt data as OSError/SyntaxError/ValueError.
         raise Problem(422, "unreadable-image", f"{name}: cannot decode the image ({exc})") from exc

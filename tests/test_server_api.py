@@ -288,6 +288,7 @@ BAD_UPLOADS = {
     "truncated image": (jpeg()[:600], 422),
     "empty file": (b"", 422),
     "decompression bomb": (png_claiming_size(60_000, 60_000), 413),
+    "over the pillow limit": (png_claiming_size(20_000, 10_000), 413),
     "file too large": (
         encode(np.random.default_rng(1).integers(0, 255, (800, 800, 3), np.uint8), "PNG"),
         413,
@@ -302,7 +303,9 @@ def test_bad_images_get_their_4xx(client: httpx.Client, route: str, case: str) -
     field = "files" if route == "/gallery" else "query"
     frame_id = {"frame_id": f"bad-{case.replace(' ', '-')}"} if route == "/gallery" else {}
     response = client.post(route, files={field: ("upload.bin", data)}, data=frame_id)
-    assert_problem(response, status)
+    body = assert_problem(response, status)
+    if status == 413 and "too large" not in case:
+        assert "PS_MAX_PIXELS" in body["detail"]  # never Pillow's own, much higher limit
     assert client.get("/healthz").status_code == 200
     if route == "/gallery":  # nothing was stored
         assert_problem(client.get(f"/gallery/frames/{frame_id['frame_id']}"), 404)
@@ -337,6 +340,9 @@ def test_bad_ingest_requests(client: httpx.Client, gallery: dict, frames: list[F
     assert_problem(client.post("/gallery", files=one, data={"frame_id": "a\\b"}), 422)
     assert_problem(client.post("/gallery", files=one, data={"frame_id": frame.frame_id}), 409)
     assert_problem(client.post("/gallery", files=one, data={"timestamp": "soon"}), 422)
+    for camera in ("c" * 129, "c1\x00", "c1\n"):
+        body = assert_problem(client.post("/gallery", files=one, data={"camera": camera}), 422)
+        assert body["type"].endswith(":invalid-camera")
     two = one + [("files", ("g.jpg", jpeg()))]
     assert_problem(client.post("/gallery", files=two, data={"frame_id": ["x1", "x1"]}), 409)
     assert_problem(client.post("/gallery", files=two, data={"frame_id": "only-one"}), 422)

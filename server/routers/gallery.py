@@ -16,7 +16,14 @@ from gallery.records import FrameRecord
 from inference.engine import Detections
 from server import ingest
 from server.deps import Ready, ReadyDep
-from server.forms import check_frame_id, parse_timestamp, per_file, read_image, upload_name
+from server.forms import (
+    check_camera,
+    check_frame_id,
+    parse_timestamp,
+    per_file,
+    read_image,
+    upload_name,
+)
 from server.imaging import MEDIA_TYPES, decode_image
 from server.problems import Problem
 from server.schemas import DetectionOut, FrameOut, IngestOut, StatsOut
@@ -82,9 +89,10 @@ async def _check_uploads(
         None if text is None else parse_timestamp(text)
         for text in per_file(timestamps, count, "timestamp", shared=True)
     ]
+    named = [check_camera(camera) for camera in per_file(cameras, count, "camera", shared=True)]
     pending = []
     for position, (upload, frame_id, camera, moment) in enumerate(
-        zip(files, ids, per_file(cameras, count, "camera", shared=True), times, strict=True)
+        zip(files, ids, named, times, strict=True)
     ):
         name = upload_name(upload, "files", position)
         image = await read_image(upload, name, settings.max_upload_bytes, settings.max_pixels)
