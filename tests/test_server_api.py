@@ -333,6 +333,14 @@ def test_bad_search_fields_get_422(client: httpx.Client, fields: dict, status: i
     assert client.get("/healthz").status_code == 200
 
 
+def test_repeated_search_fields_are_refused(client: httpx.Client) -> None:
+    twice = client.post("/search", files={"query": ("q.jpg", jpeg())}, data={"top_k": ["1", "2"]})
+    assert assert_problem(twice, 422)["type"].endswith(":repeated-field")
+    two_queries = [("query", ("a.jpg", jpeg())), ("query", ("b.jpg", jpeg()))]
+    body = assert_problem(client.post("/search", files=two_queries), 422)
+    assert body["type"].endswith(":repeated-field") and "query" in body["detail"]
+
+
 def test_bad_ingest_requests(client: httpx.Client, gallery: dict, frames: list[Frame]) -> None:
     frame = frames[0]
     one = [("files", ("f.jpg", jpeg()))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from inference.engine import QueryEmbedding
@@ -17,10 +17,12 @@ from server.schemas import QueryOut, SearchHitOut, SearchOut
 
 router = APIRouter(tags=["search"])
 MAX_TOP_K = 1000
+SINGLE_FIELDS = ("query", "box", "top_k", "min_similarity", "min_score", "camera", "start", "end")
 
 
 @router.post("/search", response_model=SearchOut)
 async def search(
+    request: Request,
     ready: ReadyDep,
     query: Annotated[UploadFile, File(description="an image showing the person (a crop)")],
     box: Annotated[
@@ -42,6 +44,12 @@ async def search(
     embedded. `query.source` in the answer says which.
     """
     started = time.perf_counter()
+    form = await request.form()  # already parsed for the fields above; this is its cache
+    repeated = [name for name in SINGLE_FIELDS if len(form.getlist(name)) > 1]
+    if repeated:
+        raise Problem(
+            422, "repeated-field", f"{', '.join(repeated)}: give each of these at most once"
+        )
     settings = ready.state.settings
     image = await read_image(
         query, upload_name(query, "query"), settings.max_upload_bytes, settings.max_pixels
