@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
-def _save(figure: Figure, path: str | Path) -> None:
+def save_figure(figure: Figure, path: str | Path) -> None:
+    """Lay out and write a figure as PNG through the Agg canvas (no display needed)."""
     FigureCanvasAgg(figure)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -42,7 +43,7 @@ def plot_gradient_magnitudes(
     axes.set_title(title or "Gradient magnitude per task")
     axes.legend(fontsize="small", ncol=2)
     axes.grid(alpha=0.3)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_sigmas(log_records: Iterable[Mapping], path: str | Path, title: str = "") -> None:
@@ -71,4 +72,4 @@ def plot_sigmas(log_records: Iterable[Mapping], path: str | Path, title: str = "
     axes.set_title(title or "Learned sigma per group")
     axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
-    _save(figure, path)
+    save_figure(figure, path)

@@ -9,7 +9,6 @@ root, and the trainer's command line parses with training.galw's own parser.
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import json
 import os
@@ -22,6 +21,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
+from tests.imports import imported_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "data" / "compose" / "compose-spec.json"
@@ -287,24 +288,13 @@ def _imports_from(entry: Path) -> tuple[set[Path], set[str]]:
         if path in files:
             continue
         files.add(path)
-        for module in _imported_modules(path):
+        for module in imported_modules(path):
             top = module.split(".")[0]
             if top in PROJECT_PACKAGES:
                 pending.extend(_module_files(module))
             elif top not in sys.stdlib_module_names and top != "__future__":
                 third_party.add(top)
     return files, third_party
-
-
-def _imported_modules(path: Path) -> set[str]:
-    modules: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            modules.add(node.module)
-            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return modules
 
 
 def _module_files(module: str) -> list[Path]:

@@ -3,25 +3,16 @@ anything of training/."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.imports import imported_modules
+
 REPO = Path(__file__).resolve().parents[1]
 SERVICE_PACKAGES = ("inference", "gallery", "server")
-
-
-def imported_modules(path: Path) -> set[str]:
-    modules: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            modules.add(node.module)
-    return modules
 
 
 @pytest.mark.parametrize("package", SERVICE_PACKAGES)

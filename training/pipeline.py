@@ -6,6 +6,7 @@ latest state of the phase being trained, so ``--resume`` picks up where a run st
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -295,13 +296,19 @@ class TrainingRun:
             provenance["synth_command"] = json.loads(recipe.read_text(encoding="utf-8"))["command"]
         return provenance
 
-    def _embedding_spread(self, end: EpochEnd) -> dict[str, Any]:
-        """Per epoch: how far apart different people's embeddings are in each branch (on the
-        same few training frames every epoch), with a warning when a branch collapses."""
+    @functools.cached_property
+    def _spread_frames(self) -> tuple[list[torch.Tensor], list[dict]]:
+        """The training frames (epoch 0's augmentation) the spread is measured on, loaded once."""
         count = min(SPREAD_FRAMES, len(self.images))
         samples = [collate([self.images[(0, index)]]) for index in range(count)]
         images = [batch.to(self.device) for batch, _ in samples]
         targets = [{k: v.to(self.device) for k, v in t[0].items()} for _, t in samples]
+        return images, targets
+
+    def _embedding_spread(self, end: EpochEnd) -> dict[str, Any]:
+        """Per epoch: how far apart different people's embeddings are in each branch (on the
+        same few training frames every epoch), with a warning when a branch collapses."""
+        images, targets = self._spread_frames
         spread = embedding_spread(end.phase.model, images, targets)
         log(
             f"epoch {end.epoch}: mean cosine between different people "

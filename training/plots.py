@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from galw.plots import save_figure
 from training.model.diagnostics import BRANCHES, COLLAPSE_COSINE
 
 
@@ -35,6 +35,4 @@ def plot_embedding_spread(log_records: Iterable[Mapping], path: str | Path) -> N
     axes.set_title("Embedding spread per branch (lower: people told apart)")
     axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
-    FigureCanvasAgg(figure)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)

@@ -112,7 +112,10 @@ def fcos_losses(
     their pids [P], and per-image positive box indices (for the attribute head)."""
     height, width = cls.shape[-2:]
     points = locations(height, width, cls.device)
-    cls_flat, ltrb_flat, ctr_flat, embed_flat = flatten_maps(cls, ltrb, ctr, embed)
+    # losses in fp32 whatever the autocast dtype (GIoU of bf16 corners is off by ~1 px)
+    cls_flat, ltrb_flat, ctr_flat, embed_flat = flatten_maps(
+        cls.float(), ltrb.float(), ctr.float(), embed
+    )
     cls_targets, reg_pred, reg_target, ctr_pred, pos_embed, pos_pids, pos_boxes = (
         [],
         [],
@@ -135,10 +138,6 @@ def fcos_losses(
         pos_pids.append(target["pids"].to(cls.device)[assigned[positive]])
         pos_boxes.append(assigned[positive])
     num_pos = max(sum(len(p) for p in pos_pids), 1)
-    # losses in fp32 whatever the autocast dtype (GIoU of bf16 corners is off by ~1 px)
-    ltrb_flat, ctr_flat, cls_flat = ltrb_flat.float(), ctr_flat.float(), cls_flat.float()
-    reg_pred = [r.float() for r in reg_pred]
-    ctr_pred = [c.float() for c in ctr_pred]
     cls_loss = (
         sigmoid_focal_loss(
             cls_flat[..., 0].reshape(-1),
