@@ -10,7 +10,7 @@ from training.synth.cuhk_layout import CUHKWriter
 from training.synth.prw_layout import PRWWriter
 from training.synth.render import render_frame
 from training.synth.scenes import DatasetPlan, plan_dataset
-from training.synth.sizes import FrameSize, SizeMix, as_mix, format_size
+from training.synth.sizes import FrameSize, SizeMix, format_size
 
 WRITERS = {"prw": PRWWriter, "cuhk": CUHKWriter}
 
@@ -53,7 +53,7 @@ def generate(
         "identities": identities,
         "cameras": cameras,
         "seed": seed,
-        "size": format_size(as_mix(size)),
+        "size": format_size(plan.sizes),
         "test_fraction": test_fraction,
     }
     write_recipe(out / RECIPE_FILE, options)
