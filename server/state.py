@@ -9,8 +9,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
+
 from gallery.store import GalleryStore
-from inference.engine import Engine
+from inference.engine import Detections, Engine
+from server.batcher import Batcher
 from server.metrics import Metrics
 from server.settings import Settings
 
@@ -26,6 +29,10 @@ class ServiceState:
         self.metrics = metrics
         self.engine: Engine | None = None
         self.store: GalleryStore | None = None
+        # Ingest detections: frames of concurrent requests (and of one request) share runs.
+        # An item is a loader of the frame's pixels, called in the batch: at most max_batch
+        # frames sit decoded at once.
+        self.detector: Batcher[Callable[[], np.ndarray], Detections] | None = None
         self.load_error: str | None = None
         self.frames_dir = settings.data_dir / "frames"
         # Inference gets its own small pool: ONNX Runtime already spreads one run over the
@@ -57,6 +64,12 @@ class ServiceState:
                 engine.embedding_dim,
                 faiss_threads=self.settings.faiss_threads,
             )
+            self.detector = Batcher(
+                self._detect_batch,
+                self.settings.max_batch,
+                self.settings.max_wait_ms / 1000,
+                name="detect-batcher",
+            )
             self.engine = engine
             log.info("ready: model %s on %s", engine.model.model_id, engine.providers)
         except Exception as exc:
@@ -69,7 +82,22 @@ class ServiceState:
         with self.metrics.inference_seconds.labels(kind).time():
             return await loop.run_in_executor(self.inference_pool, function)
 
+    async def detect(self, load: Callable[[], np.ndarray]) -> Detections:
+        """Detect the people in the frame ``load`` returns, in a batch with other frames."""
+        assert self.detector is not None
+        with self.metrics.inference_seconds.labels("detect").time():
+            return await asyncio.wrap_future(self.detector.submit(load))
+
+    def _detect_batch(self, loads: list[Callable[[], np.ndarray]]) -> list[Detections]:
+        # on the inference pool, so that PS_INFERENCE_THREADS still bounds concurrent runs
+        assert self.engine is not None
+        engine = self.engine
+        run = self.inference_pool.submit(lambda: engine.detect_batch([load() for load in loads]))
+        return run.result()
+
     def close(self) -> None:
+        if self.detector is not None:
+            self.detector.close()
         self.inference_pool.shutdown(wait=True)
         if self.store is not None:
             self.store.close()

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gallery.records import FrameRecord
-from inference.engine import Detections
 from server import ingest
 from server.deps import Ready, ReadyDep
 from server.forms import (
@@ -60,9 +61,13 @@ async def add_frames(
             f"{len(files)} files; at most {settings.max_files} (PS_MAX_FILES)",
         )
     pending = await _check_uploads(ready, files, camera, timestamp, frame_id)
+    # all frames at once into the batcher: they share model runs with each other and with
+    # other requests' frames; nothing is stored unless every frame's detection succeeded
+    detected = await asyncio.gather(
+        *(ready.state.detect(partial(_decode, ready, frame)) for frame in pending)
+    )
     records = []
-    for frame in pending:
-        found = await ready.state.infer("detect", partial(_detect, ready, frame))
+    for frame, found in zip(pending, detected, strict=True):
         records.append(await run_in_threadpool(ingest.commit_frame, ready.state, frame, found))
     return IngestOut(frames=[_frame_out(request, record) for record in records])
 
@@ -100,9 +105,8 @@ async def _check_uploads(
     return pending
 
 
-def _detect(ready: Ready, frame: ingest.PendingFrame) -> Detections:
-    image = decode_image(frame.data, frame.name, ready.state.settings.max_pixels)
-    return ready.engine.detect(image.pixels)
+def _decode(ready: Ready, frame: ingest.PendingFrame) -> np.ndarray:
+    return decode_image(frame.data, frame.name, ready.state.settings.max_pixels).pixels
 
 
 def _new_frame_id() -> str:
