@@ -49,6 +49,7 @@ from torchvision.models import resnet50
 from torchvision.models.detection import fasterrcnn_resnet50_fpn, fcos_resnet50_fpn
 from torchvision.ops import roi_align
 
+from inference.card import OUTPUT_NAMES, load_model_card
 from inference.engine import Engine
 from inference.preprocess import PIXEL_MEAN, PIXEL_STD, load_rgb, resize_and_pad
 from training.export import export_onnx, half_precision
@@ -61,6 +62,7 @@ from training.synth import generate
 REID_CROP = (256, 128)  # height, width: the usual person re-id input
 REID = "reid"  # the second stage alone
 STACK = "fcos+reid"
+BOUND = "ours-ort-bound"  # with --io-binding
 PEERS = ("fcos", "frcnn", STACK)
 FRAMES = 4  # distinct frames, taken in turn (at least the batch)
 CALIBRATION = 2  # of them calibrate the int8 graph; the others compare it with fp32
@@ -100,6 +102,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1, help="frames per model call")
     parser.add_argument("--fp16", action="store_true", help="half precision (cuda)")
     parser.add_argument("--int8", action="store_true", help="also our int8 graph (cpu)")
+    parser.add_argument(
+        "--io-binding", action="store_true", help="also our graph through IO binding"
+    )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="capture the IO-bound run as a CUDA graph"
+    )
     parser.add_argument("--size", default="1500x900", help="frame WxH (= the input size)")
     parser.add_argument("--persons", type=int, default=10, help="K people per frame")
     parser.add_argument("--runs", type=int, default=20, help="timed rounds (>= 20 to record)")
@@ -118,6 +126,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--batch, --persons and --runs must be >= 1, --warmup >= 0")
     if args.fp16 and args.device != "cuda":
         parser.error("--fp16 needs --device cuda (CPUs run fp16 convs slower than fp32, if at all)")
+    if args.cuda_graph and not (args.io_binding and args.device == "cuda"):
+        parser.error("--cuda-graph needs --io-binding and --device cuda")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA device")
     args.threads = args.threads or os.cpu_count() or 1
@@ -148,7 +158,7 @@ def ours_ort(path: Path, providers: list[str], threads: int, persons: int, what:
     engine = Engine(path, providers, min_score=0.0, threads=threads)
     engine.warm_up()
 
-    def run(frames: list[np.ndarray]) -> int:
+    def run(frames: list[np.ndarray]) -> float | None:
         counts = {len(engine.run_frame(frame).detections.scores) for frame in frames}
         _one_count(counts, name, persons)
         return None
@@ -156,12 +166,50 @@ def ours_ort(path: Path, providers: list[str], threads: int, persons: int, what:
     return Contestant(name, f"{what}, {engine.providers[0]}", run), engine
 
 
+def ours_bound(path: Path, args: argparse.Namespace) -> Contestant:
+    """Our graph through IO binding, as a GPU service would run it: the padded uint8 frame is
+    copied to the device, the outputs stay there (only the detection count is read back).
+    With ``--cuda-graph`` ONNX Runtime is asked to capture the run as a CUDA graph."""
+    on_gpu = args.device == "cuda"
+    device = "cuda" if on_gpu else "cpu"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    provider: str | tuple[str, dict[str, str]] = "CPUExecutionProvider"
+    if on_gpu:
+        provider = ("CUDAExecutionProvider", {"enable_cuda_graph": str(int(args.cuda_graph))})
+    session = ort.InferenceSession(str(path), options, providers=[provider])
+    card = load_model_card(path).card
+    no_boxes = ort.OrtValue.ortvalue_from_numpy(np.zeros((0, 4), np.float32), device, 0)
+
+    def run(frames: list[np.ndarray]) -> float | None:
+        counts = set()
+        for frame in frames:
+            image = resize_and_pad(
+                frame, card.max_size, card.size_divisor, pad_colour=card.pad_colour
+            )
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(
+                "image", ort.OrtValue.ortvalue_from_numpy(image.image[None], device, 0)
+            )
+            binding.bind_ortvalue_input("boxes", no_boxes)
+            for output in OUTPUT_NAMES:
+                binding.bind_output(output, device)
+            session.run_with_iobinding(binding)
+            counts.add(binding.get_outputs()[1].shape()[0])
+        _one_count(counts, BOUND, args.persons)
+        return None
+
+    graph = ", CUDA graph" if args.cuda_graph else ""
+    what = f"ONNX Runtime {ort.__version__}, {_precision(args)}, IO binding{graph}"
+    return Contestant(BOUND, f"{what}, {session.get_providers()[0]}", run)
+
+
 def ours_eager(model: PersonSearchModel, args: argparse.Namespace) -> Contestant:
     device = torch.device(args.device)
     net = (half_precision(model) if args.fp16 else model.eval()).to(device)
     max_size = (max(args.size), min(args.size))
 
-    def run(frames: list[np.ndarray]) -> int:
+    def run(frames: list[np.ndarray]) -> float | None:
         counts = set()
         for frame in frames:
             image = torch.from_numpy(resize_and_pad(frame, max_size).image[None]).to(device)
@@ -208,7 +256,7 @@ def peer(name: str, detector: nn.Module, args: argparse.Namespace) -> Contestant
     device = torch.device(args.device)
     detector = detector.to(device).eval().to(_dtype(args))
 
-    def run(frames: list[np.ndarray]) -> int:
+    def run(frames: list[np.ndarray]) -> float | None:
         with torch.inference_mode():
             found = detector(_tensors(frames, args))
         _sync(device)
@@ -225,7 +273,7 @@ def reid_stage(detector: nn.Module, args: argparse.Namespace) -> Contestant:
     reid = ReidNet().to(device).eval().to(_dtype(args))
     boxes_of: dict[int, torch.Tensor] = {}
 
-    def run(frames: list[np.ndarray]) -> int:
+    def run(frames: list[np.ndarray]) -> float | None:
         images = _tensors(frames, args)
         with torch.inference_mode():
             for frame, image in zip(frames, images, strict=True):
@@ -287,6 +335,8 @@ def contestants(args: argparse.Namespace, work: Path, frames: list[np.ndarray]):
             path, args.providers, args.threads, args.persons, what, "ours-ort"
         )
         chosen.append(contestant)
+        if args.io_binding:
+            chosen.append(ours_bound(path, args))
         if args.int8:
             int8_path = onnx_dir.with_name(onnx_dir.name + "-int8") / "model.onnx"
             if not int8_path.is_file() or int8_path.stat().st_mtime < path.stat().st_mtime:
@@ -345,7 +395,7 @@ def report(args, chosen, times, agreement) -> dict[str, Any]:
     medians = {row["model"]: row["median_ms"] for row in rows}
     ratios = {
         f"{other}/{ours}": round(medians[other] / medians[ours], 2)
-        for ours in ("ours-ort", "ours-int8")
+        for ours in ("ours-ort", BOUND, "ours-int8")
         if ours in medians
         for other in (*PEERS, "ours-eager")
         if other in medians
