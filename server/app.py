@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from server.deps import require_api_key
 from server.limits import BodyLimitMiddleware
 from server.metrics import Metrics, MetricsMiddleware
-from server.problems import install_problem_handlers
+from server.problems import install_problem_handlers, problem_responses
 from server.routers import gallery, search, system
 from server.settings import Settings
 from server.state import ServiceState
@@ -48,11 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     metrics.watch_gallery(*_gallery_size(state))
     install_problem_handlers(app)
-    keyed = [Depends(require_api_key)]
+    keyed, unauthorized = [Depends(require_api_key)], problem_responses(401)
     app.include_router(system.health)
     app.include_router(system.protected)
-    app.include_router(gallery.router, dependencies=keyed)
-    app.include_router(search.router, dependencies=keyed)
+    app.include_router(gallery.router, dependencies=keyed, responses=unauthorized)
+    app.include_router(search.router, dependencies=keyed, responses=unauthorized)
     # Outermost first: metrics see every answer, the 413 of the body limit included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
