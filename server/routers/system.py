@@ -6,14 +6,14 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from server.deps import ReadyDep, StateDep, require_api_key
+from server.deps import ReadyDep, StateDep, declare_api_key
 from server.problems import Problem, problem_responses
 from server.schemas import ModelOut, Status
 
 health = APIRouter(tags=["health"])
 protected = APIRouter(
     tags=["service"],
-    dependencies=[Depends(require_api_key)],
+    dependencies=[Depends(declare_api_key)],
     responses=problem_responses(401),
 )
 
