@@ -26,11 +26,14 @@ import torch
 import torch.multiprocessing as mp
 
 from training.data import load_dataset
+from training.data.torch_dataset import EpochBatches
 from training.distributed import TrainingProcesses
 from training.model.tasks import TASKS
-from training.pipeline import RunDir, TrainingRun
+from training.pipeline import RunDir, RunError, TrainingRun, _use_sync_batch_norm
 from training.run_config import RunConfig
 from training.synth import generate
+from training.throughput import main as throughput_main
+from training.throughput import phase_throughput
 from training.train import build_parser, main
 from training.train_loop import StopRequest
 
@@ -258,3 +261,34 @@ def test_ctrl_c_on_one_rank_stops_all_and_torchrun_resumes_the_same_run(
     np.testing.assert_array_equal(
         [r["grad_norm"] for r in steps(run)], [r["grad_norm"] for r in steps(torchrun_run)]
     )
+
+
+def test_each_process_takes_its_consecutive_share_of_every_global_batch():
+    whole = list(EpochBatches(7, 4, seed=3, epoch=2))
+    shares = [list(EpochBatches(7, 4, seed=3, epoch=2, rank=r, world_size=2)) for r in (0, 1)]
+    assert [first + second for first, second in zip(*shares, strict=True)] == whole
+    assert [len(share) for share in shares[0]] == [2, 2] and [len(s) for s in shares[1]] == [2, 1]
+    # resumable by batch index; reshuffled per epoch
+    assert list(EpochBatches(7, 4, 3, 2, start=1, rank=1, world_size=2)) == shares[1][1:]
+    assert list(EpochBatches(7, 4, 3, 3, rank=0, world_size=2))[0] != shares[0][0]
+    # a last batch of one image for two processes: the second borrows the epoch's first image
+    last = [list(EpochBatches(5, 4, 0, 0, rank=r, world_size=2))[-1] for r in (0, 1)]
+    order = list(EpochBatches(5, 4, 0, 0))
+    assert last == [order[-1], [order[0][0]]]
+
+
+def test_sync_batch_norm_is_refused_on_the_cpu_and_automatic_on_cuda():
+    two = TrainingProcesses(rank=0, world_size=2)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    with pytest.raises(RunError, match="CUDA only"):
+        _use_sync_batch_norm("on", two, cpu)
+    assert not _use_sync_batch_norm("auto", two, cpu)
+    assert _use_sync_batch_norm("auto", two, cuda) and not _use_sync_batch_norm("off", two, cuda)
+    assert not _use_sync_batch_norm("on", TrainingProcesses(), cuda)  # one process: plain BN
+
+
+def test_throughput_of_a_run_from_its_log(torchrun_run, capsys):
+    rates = phase_throughput(torchrun_run / "train_log.jsonl")
+    assert set(rates) == {"main"} and rates["main"] > 0
+    assert throughput_main([str(torchrun_run)]) == 0
+    assert "main" in capsys.readouterr().out
