@@ -258,6 +258,27 @@ def test_delete_removes_the_frame_from_results(client: httpx.Client, gallery: di
     assert_problem(client.get(f"/gallery/frames/{copy_id}/image"), 404)
 
 
+def test_large_uploads_answer_in_their_own_pixels(
+    client: httpx.Client, gallery: dict, frames: list[Frame]
+) -> None:
+    """A frame or query larger than the model's input is decoded at that size; its boxes
+    still come back in the upload's pixels."""
+    frame, person = labelled_person(frames)
+    with Image.open(frame.path) as image:
+        large = image.convert("RGB").resize((image.width * 3, image.height * 3))
+    files = [("files", ("large.png", encode(large, "PNG"), "image/png"))]
+    response = client.post("/gallery", files=files, data={"frame_id": "large"})
+    assert response.status_code == 201, response.text
+    stored = response.json()["frames"][0]
+    assert (stored["width"], stored["height"]) == large.size
+    boxes = np.array([d["box"] for d in stored["detections"]]).reshape(-1, 4)
+    assert max(iou(box, frame.boxes[person] * 3) for box in boxes) >= 0.5
+    x1, y1, x2, y2 = frame.boxes[person] * 3
+    query = search(client, encode(large, "PNG"), box=f"{x1},{y1},{x2},{y2}", top_k="3").json()
+    assert iou(query["query"]["box"], frame.boxes[person] * 3) >= 0.5
+    assert client.delete("/gallery/frames/large").status_code == 204
+
+
 def test_metrics_count_requests_inference_and_gallery(client: httpx.Client, gallery: dict):
     client.get("/healthz")
     text = client.get("/metrics").text

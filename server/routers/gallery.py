@@ -24,7 +24,7 @@ from server.forms import (
     read_image,
     upload_name,
 )
-from server.imaging import MEDIA_TYPES, decode_image
+from server.imaging import MEDIA_TYPES
 from server.problems import Problem, problem_responses
 from server.schemas import DetectionOut, FrameOut, IngestOut, StatsOut
 
@@ -83,7 +83,6 @@ async def _check_uploads(
     timestamps: list[str] | None,
     frame_ids: list[str] | None,
 ) -> list[ingest.PendingFrame]:
-    settings = ready.state.settings
     count = len(files)
     ids = [
         check_frame_id(given) if given else _new_frame_id()
@@ -101,14 +100,14 @@ async def _check_uploads(
         zip(files, ids, named, times, strict=True)
     ):
         name = upload_name(upload, "files", position)
-        image = await read_image(upload, name, settings.max_upload_bytes, settings.max_pixels)
-        pending.append(ingest.PendingFrame.of(frame_id, name, image, camera or None, moment))
+        image = await read_image(upload, name, ready.state, ready.engine.card.max_size)
+        pending.append(ingest.PendingFrame(frame_id, name, image, camera or None, moment))
     return pending
 
 
 def _detect(ready: Ready, frame: ingest.PendingFrame) -> Detections:
-    image = decode_image(frame.data, frame.name, ready.state.settings.max_pixels)
-    return ready.engine.detect(image.pixels)
+    found = ready.engine.detect(frame.image.pixels)
+    return Detections(frame.image.to_original(found.boxes), found.scores, found.embeddings)
 
 
 def _new_frame_id() -> str:
