@@ -6,6 +6,7 @@ shape: {type, title, status, detail} plus optional extension members (e.g. `erro
 
 from __future__ import annotations
 
+import errno
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -16,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gallery.records import StorageFull
 from server.schemas import ProblemOut
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -83,6 +85,23 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     return problem_response(422, summary or "invalid request", "validation", errors=errors)
 
 
+# The disk or quota is full: the client may retry once space has been made.
+STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+async def _on_storage_full(request: Request, exc: StorageFull) -> JSONResponse:
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        507, "the service's disk is full; nothing was stored or deleted", "insufficient-storage"
+    )
+
+
+async def _on_os_error(request: Request, exc: OSError) -> JSONResponse:
+    if exc.errno in STORAGE_FULL_ERRNOS:
+        return await _on_storage_full(request, StorageFull(str(exc)))
+    return await _on_unexpected(request, exc)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "internal error; see the server log")
@@ -94,6 +113,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
+    app.add_exception_handler(StorageFull, _on_storage_full)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
+    app.add_exception_handler(OSError, _on_os_error)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(Exception, _on_unexpected)
 
 

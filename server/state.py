@@ -59,6 +59,7 @@ class ServiceState:
             )
             engine.warm_up()
             self.frames_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_partial_images()
             self.store = GalleryStore(
                 self.settings.data_dir,
                 engine.model.model_id,
@@ -70,6 +71,11 @@ class ServiceState:
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the service could not load its model or gallery")
+
+    def _remove_partial_images(self) -> None:
+        """Images a crash left half-written (inference.files.atomic_write's temp files)."""
+        for leftover in self.frames_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
     async def infer(self, kind: str, function: Callable[[], T]) -> T:
         """Run `function` on the inference pool, timing it under `kind`."""

@@ -33,7 +33,7 @@ router = APIRouter(prefix="/gallery", tags=["gallery"])
 
 # 400: a malformed multipart body; 413: too many files, a file, an image or the whole body
 # too large (each its own kind).
-INGEST_ERRORS = (400, 409, 413, 415, 422, 503)
+INGEST_ERRORS = (400, 409, 413, 415, 422, 503, 507)
 
 
 @router.post(
@@ -165,7 +165,7 @@ def _read_file(path: Path) -> bytes | None:
 @router.delete(
     "/frames/{frame_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(404, 422, 503),
+    responses=problem_responses(404, 422, 503, 507),
 )
 async def delete_frame(ready: ReadyDep, frame_id: str) -> None:
     """Delete a frame: its detections leave the search index and its image is removed."""
