@@ -16,6 +16,8 @@ from server.problems import Problem
 # Formats a camera frame or a crop comes in. Restricting the list keeps PIL's rarer
 # decoders (and EPS, which shells out to Ghostscript) away from untrusted uploads.
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+# How files of those formats begin (WebP: RIFF, then "WEBP" at byte 8).
+SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
 MEDIA_TYPES = {
     ".jpg": "image/jpeg",
     ".png": "image/png",
@@ -108,6 +110,9 @@ def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[Image.Image]:
     try:
         image = Image.open(io.BytesIO(data), formats=list(FORMATS))
     except UnidentifiedImageError as exc:
+        if data.startswith(SIGNATURES) or (data[:4], data[8:12]) == (b"RIFF", b"WEBP"):
+            # A supported format's file that Pillow cannot open: damaged (e.g. no pixels).
+            raise Problem(422, "unreadable-image", f"{name}: cannot read the image header") from exc
         raise Problem(
             415, "not-an-image", f"{name}: not an image in a supported format {sorted(FORMATS)}"
         ) from exc
@@ -117,6 +122,13 @@ def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[Image.Image]:
         raise Problem(422, "unreadable-image", f"{name}: cannot read the image ({exc})") from exc
     with image:
         _check_pixels(image.size, name, max_pixels)
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            raise Problem(
+                422,
+                "animated-image",
+                f"{name}: an animated or multi-page image ({frames} frames); send one still frame",
+            )
         yield image
 
 

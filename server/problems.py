@@ -71,8 +71,17 @@ async def _on_problem(request: Request, exc: Problem) -> JSONResponse:
     return problem_response(exc.status, exc.detail, exc.kind, **exc.extensions)
 
 
+# Starlette's multipart parser refuses a form over its counts with a bare 400 and these
+# messages; the counts are the service's limits (PS_MAX_FILES), so they answer as such.
+PARSER_LIMITS = {"Too many files.": "too-many-files", "Too many fields.": "too-many-fields"}
+
+
 async def _on_http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 400:
+        for message, kind in PARSER_LIMITS.items():
+            if detail.startswith(message):
+                return problem_response(413, f"{detail} (PS_MAX_FILES for files)", kind)
     return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
 

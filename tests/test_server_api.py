@@ -305,8 +305,17 @@ def jpeg(width: int = 64, height: int = 128) -> bytes:
     return encode(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
 
 
+def animated_png() -> bytes:
+    buffer = io.BytesIO()
+    still = [Image.new("RGB", (32, 64), colour) for colour in ("red", "blue")]
+    still[0].save(buffer, "PNG", save_all=True, append_images=still[1:])
+    return buffer.getvalue()
+
+
 BAD_UPLOADS = {
     "not an image": (b"this is plain text, not an image", 415),
+    "png of width 0": (png_claiming_size(0, 64), 422),
+    "animated png": (animated_png(), 422),
     "truncated image": (jpeg()[:600], 422),
     "empty file": (b"", 422),
     "decompression bomb": (png_claiming_size(60_000, 60_000), 413),
@@ -376,8 +385,10 @@ def test_bad_ingest_requests(client: httpx.Client, gallery: dict, frames: list[F
     two = one + [("files", ("g.jpg", jpeg()))]
     assert_problem(client.post("/gallery", files=two, data={"frame_id": ["x1", "x1"]}), 409)
     assert_problem(client.post("/gallery", files=two, data={"frame_id": "only-one"}), 422)
-    too_many = one * (MAX_FILES + 1)
-    assert_problem(client.post("/gallery", files=too_many), 413)
+    tiny = [("files", ("f.jpg", b"x"))]  # 1001: over the multipart parser's own default
+    for files in (one * (MAX_FILES + 1), tiny * 1001):
+        body = assert_problem(client.post("/gallery", files=files), 413)
+        assert body["type"].endswith(":too-many-files")
     assert_problem(client.post("/gallery", data={"camera": "c1"}), 422)  # no files at all
     assert_problem(client.post("/gallery", json={"files": []}), 422)
     # A body over the whole-request limit is refused while it streams in.

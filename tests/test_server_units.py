@@ -99,6 +99,11 @@ def test_decoding_modes_orientation_and_formats() -> None:
     with pytest.raises(Problem) as caught:  # a real image, but not a format we accept
         decode_image(_encoded(Image.new("RGB", (8, 8)), "GIF"), "x", 10_000)
     assert caught.value.status == 415
+    pages = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue")]
+    for fmt in ("PNG", "WEBP", "TIFF"):  # animated PNG and WebP, multi-page TIFF
+        with pytest.raises(Problem) as caught:
+            decode_image(_encoded(pages[0], fmt, save_all=True, append_images=pages[1:]), "x", 99)
+        assert (caught.value.status, caught.value.kind) == (422, "animated-image")
 
 
 def test_large_images_are_decoded_at_the_model_size() -> None:

@@ -63,13 +63,6 @@ async def add_frames(
     an error stores nothing. They are committed (and their images written under the data
     dir) before the answer.
     """
-    settings = ready.state.settings
-    if len(files) > settings.max_files:
-        raise Problem(
-            413,
-            "too-many-files",
-            f"{len(files)} files; at most {settings.max_files} (PS_MAX_FILES)",
-        )
     pending = await _check_uploads(ready, files, camera, timestamp, frame_id)
     found = [await ready.state.infer("detect", partial(_detect, ready, frame)) for frame in pending]
     records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, found)
