@@ -20,6 +20,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -40,16 +41,21 @@ from server.problems import Problem
 
 # The service keeps frame images here (server/state.py: data_dir / "frames").
 FRAMES_DIR = "frames"
+# Sources per decoding block: one each (videos decode in parallel) up to this many blocks; a
+# folder of a million images then makes blocks of a thousand files, not a million tasks.
+MAX_BLOCKS = 1024
 
 
 @dataclass(frozen=True)
 class RayOptions:
     """How the dataset runs: `actors` detector actors of `actor_cpus` CPUs and `actor_gpus`
-    GPUs each, `batch_size` frames per detector call and per store transaction."""
+    GPUs each, decoding tasks of `decode_cpus` CPUs, `batch_size` frames per detector call
+    and per store transaction."""
 
     actors: int = 2
     actor_cpus: float = 1.0
     actor_gpus: float = 0.0
+    decode_cpus: float = 1.0
     batch_size: int = 16
 
 
@@ -124,8 +130,8 @@ def _dataset(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the command shows its own
     return (
-        ray.data.from_items(rows, override_num_blocks=len(rows))
-        .flat_map(_decode, fn_kwargs={"every": every, "start": start})
+        ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
+        .flat_map(partial(_decode, every=every, start=start), num_cpus=options.decode_cpus)
         .map_batches(
             Detector,
             fn_constructor_kwargs={"model": model},
