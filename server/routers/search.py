@@ -12,7 +12,7 @@ from inference.engine import QueryEmbedding
 from server.deps import Ready, ReadyDep
 from server.forms import parse_box, parse_timestamp, read_image, upload_name
 from server.imaging import DecodedImage
-from server.problems import Problem
+from server.problems import Problem, problem_responses
 from server.schemas import QueryOut, SearchHitOut, SearchOut
 
 router = APIRouter(tags=["search"])
@@ -20,7 +20,9 @@ MAX_TOP_K = 1000
 SINGLE_FIELDS = ("query", "box", "top_k", "min_similarity", "min_score", "camera", "start", "end")
 
 
-@router.post("/search", response_model=SearchOut)
+@router.post(
+    "/search", response_model=SearchOut, responses=problem_responses(400, 413, 415, 422, 503)
+)
 async def search(
     request: Request,
     ready: ReadyDep,
