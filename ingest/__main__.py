@@ -27,8 +27,6 @@ import httpx
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gallery.records import StoreLocked
-from inference.card import ModelError
 from ingest.client import Backoff, ServiceError, Summary, Uploader
 from ingest.sources import MAX_CAMERA_LENGTH, Source, expected_frames, find_sources, read_frames
 
@@ -67,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     on_ray.add_argument("--actors", type=int, default=2, help="detector actors")
     on_ray.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per actor")
     on_ray.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per actor")
+    on_ray.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decoding task")
     args = parser.parse_args(argv)
     if args.every <= 0 or args.batch < 1 or args.retries < 0 or args.actors < 1:
         parser.error("--every must be positive; --batch and --actors at least 1; --retries >= 0")
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.close()
             print(f"interrupted; rerun the same command to continue\n{summary.report()}")
             return EXIT_INTERRUPTED
-        except (ServiceError, StoreLocked, ModelError) as exc:
+        except ServiceError as exc:
             bar.close()
             print(f"stopped: {exc}\n{summary.report()}", file=sys.stderr)
             return EXIT_SERVICE
@@ -150,6 +149,8 @@ def _on_ray(
 ) -> None:
     import ray  # only this path needs Ray, and importing it takes seconds
 
+    from gallery.records import StoreLocked
+    from inference.card import ModelError
     from ingest.ray_pipeline import ModelOptions, RayOptions, ingest_on_ray
     from server.settings import Settings
 
@@ -160,7 +161,13 @@ def _on_ray(
         min_score=args.min_score if args.min_score is not None else settings.min_detection_score,
         max_pixels=settings.max_pixels,
     )
-    options = RayOptions(args.actors, args.actor_cpus, args.actor_gpus, args.batch)
+    options = RayOptions(
+        actors=args.actors,
+        actor_cpus=args.actor_cpus,
+        actor_gpus=args.actor_gpus,
+        decode_cpus=args.decode_cpus,
+        batch_size=args.batch,
+    )
     ray.init(address=args.ray_address, include_dashboard=False)
     try:
         ingest_on_ray(
@@ -173,6 +180,8 @@ def _on_ray(
             progress,
             summary,
         )
+    except (StoreLocked, ModelError) as exc:  # a running service holds the store; a bad model
+        raise ServiceError(str(exc)) from exc
     finally:
         ray.shutdown()
 

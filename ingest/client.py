@@ -31,7 +31,8 @@ SHRINKING_KINDS = frozenset({"too-many-files", "request-too-large"})
 
 
 class ServiceError(Exception):
-    """The service cannot take frames: unreachable after every retry, or refusing all."""
+    """The gallery cannot take frames: the service unreachable after every retry or refusing
+    every request, or (on Ray) its store held by a running service or the model unusable."""
 
 
 @dataclass(frozen=True)

@@ -117,12 +117,16 @@ def test_video_through_a_service_that_starts_late(
 ) -> None:
     """The README's command: its first requests meet a closed port (then 503 while the model
     loads) and are retried; every sampled frame is stored, timed and searchable; a rerun
-    stores nothing twice."""
-    server = start_server(overfit_run.onnx_path, tmp_path / "data")
+    stores nothing twice; a wrong API key stops the run."""
+    server = start_server(overfit_run.onnx_path, tmp_path / "data", api_key="secret")
     command = [sys.executable, "-m", "ingest", str(video), "--url", server.url]
-    command += ["--every", str(EVERY), "--batch", "3"]
+    command += ["--every", str(EVERY), "--batch", "3", "--api-key"]
     running = subprocess.Popen(
-        command, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, "secret"],
+        cwd=REPOSITORY,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     with server.start():
         out, err = running.communicate(timeout=300)
@@ -130,7 +134,8 @@ def test_video_through_a_service_that_starts_late(
         assert "retrying" in err
         assert f"ingested {len(frames)} frames" in out and "skipped 0" in out, out
         ids = sample_ids(video, len(frames))
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        headers = {"X-API-Key": "secret"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
             assert client.get("/gallery/stats").json()["frames"] == len(frames)
             for j, frame_id in enumerate(ids):
                 stored = client.get(f"/gallery/frames/{frame_id}").json()
@@ -139,11 +144,17 @@ def test_video_through_a_service_that_starts_late(
                 assert (stored["width"], stored["height"]) == rgb(frames[j]).shape[1::-1]
             frame, person = labelled_person(frames)
             assert_finds(client, frame, person, ids[frames.index(frame)])
-            again = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True)
+
+            again = subprocess.run(
+                [*command, "secret"], cwd=REPOSITORY, capture_output=True, text=True
+            )
             assert again.returncode == 0, again.stdout + again.stderr
             assert "ingested 0 frames" in again.stdout
             assert f"skipped {len(frames)} already stored" in again.stdout
             assert client.get("/gallery/stats").json()["frames"] == len(frames)
+
+        wrong = subprocess.run([*command, "guess"], cwd=REPOSITORY, capture_output=True, text=True)
+        assert wrong.returncode == 3 and "401" in wrong.stderr, wrong.stderr
 
 
 @pytest.fixture(scope="module")
