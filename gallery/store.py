@@ -387,6 +387,16 @@ class GalleryStore:
         )
         return FrameRecord(*row, detections=detections)  # type: ignore[misc]  # row ends before detections
 
+    def frame_ids(self, prefix: str) -> set[str]:
+        """Stored frame ids that start with `prefix` (a bulk ingest skips what it stored).
+
+        A range over the primary key: every id that starts with `prefix` sorts at or after it
+        and before `prefix` + the largest character, and frame ids are ASCII."""
+        rows = self._reader().execute(
+            "SELECT id FROM frames WHERE id >= ? AND id < ?", (prefix, prefix + "\U0010ffff")
+        )
+        return {row[0] for row in rows}
+
     def stats(self) -> GalleryStats:
         """Counts per model; only this store's model is indexed and searched."""
         connection = self._reader()

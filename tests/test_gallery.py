@@ -110,6 +110,15 @@ def test_stored_embedding_finds_itself_and_generated_ids(store: GalleryStore) ->
     assert hit.frame_id == record.frame_id and hit.similarity == pytest.approx(1.0, abs=1e-5)
 
 
+def test_frame_ids_by_prefix(store: GalleryStore) -> None:
+    # f1, f10, f11 and f1x0 share the prefix "f1"; g0 sorts right after every "f..."
+    store.add_frames(make_frames(12) + make_frames(1, prefix="f1x") + make_frames(1, prefix="g"))
+    assert store.frame_ids("f1") == {"f1", "f10", "f11", "f1x0"}
+    assert store.frame_ids("f1x") == {"f1x0"}
+    assert store.frame_ids("g") == {"g0"} and store.frame_ids("h") == set()
+    assert len(store.frame_ids("")) == 14
+
+
 def test_filters_match_brute_force(store: GalleryStore) -> None:
     frames = make_frames(60)
     store.add_frames(frames)
