@@ -19,8 +19,8 @@ run is done (or with ``--summarise-only``), OUT/summary.json and OUT/summary.md 
 metrics per variant (mean and spread over seeds), OUT/sigmas.png draws the sigmas of every
 weighted variant, and ``--artefacts DIR`` copies each run's small files (no checkpoints or ONNX).
 
-    python -m training.synth --out data/ablation --format prw --frames 360 --identities 72 \\
-        --cameras 6 --seed 7 --size 640x360 --test-fraction 0.5
+    python -m training.synth --out data/ablation --format prw --frames 160 --identities 40 \\
+        --cameras 6 --seed 7 --size 384x216 --test-fraction 0.5
     python -m benchmarks.ablation --data-root data/ablation --budget cpu --seeds 0,1 \\
         --out runs/ablation --jobs 2 --artefacts docs/ablation
 """
@@ -92,15 +92,15 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # for tests and a first look: minutes for the whole set on a tiny dataset
     "smoke": Budget(1, 2, 1, "320,180", "96,128", 10),
-    # the CPU set of docs/RESULTS.md: 640x360 frames, train long side scaled from the demo's
-    # 800..1120 for 960x540
-    "cpu": Budget(6, 2, 8, "640,360", "540,740", 100),
+    # the CPU set of docs/RESULTS.md (2 shared cores): 384x216 frames, the training long side
+    # scaled from the demo's 800..1120 for 960x540, warmup cut to half an epoch of 80 frames
+    "cpu": Budget(3, 2, 4, "384,216", "320,448", 20),
 }
 # The demo model's recipe (models/demo/model.json, training.command) apart from the budget.
 RECIPE: tuple[str, ...] = (
     "--dataset", "prw", "--config", "tiny", "--batch-size", "2", "--optimizer", "adamw",
     "--lr", "0.002", "--weight-decay", "0.0001", "--workers", "0", "--no-progress",
-    "--no-export", "--groups", "4",
+    "--no-export", "--groups", "4", "--log-every", "5",
 )  # fmt: skip
 EMBEDDINGS = ("concat", "alignps", "roi")
 REPORTED = ("mAP", "top1")
