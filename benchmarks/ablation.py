@@ -19,7 +19,7 @@ run is done (or with ``--summarise-only``), OUT/summary.json and OUT/summary.md 
 metrics per variant (mean and spread over seeds), OUT/sigmas.png draws the sigmas of every
 weighted variant, and ``--artefacts DIR`` copies each run's small files (no checkpoints or ONNX).
 
-    python -m training.synth --out data/ablation --format prw --frames 160 --identities 40 \\
+    python -m training.synth --out data/ablation --format prw --frames 120 --identities 40 \\
         --cameras 6 --seed 7 --size 384x216 --test-fraction 0.5
     python -m benchmarks.ablation --data-root data/ablation --budget cpu --seeds 0,1 \\
         --out runs/ablation --jobs 2 --artefacts docs/ablation
@@ -93,7 +93,8 @@ BUDGETS: dict[str, Budget] = {
     # for tests and a first look: minutes for the whole set on a tiny dataset
     "smoke": Budget(1, 2, 1, "320,180", "96,128", 10),
     # the CPU set of docs/RESULTS.md (2 shared cores): 384x216 frames, the training long side
-    # scaled from the demo's 800..1120 for 960x540, warmup cut to half an epoch of 80 frames
+    # scaled from the demo's 800..1120 for 960x540, warmup cut to 20 iterations (2/3 of an
+    # epoch of 60 frames)
     "cpu": Budget(3, 2, 4, "384,216", "320,448", 20),
 }
 # The demo model's recipe (models/demo/model.json, training.command) apart from the budget.
