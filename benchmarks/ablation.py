@@ -242,10 +242,15 @@ def summarise(out: Path, jobs: Sequence[Job]) -> dict:
                     "metrics": str(job.run.relative_to(out) / "metrics.json"),
                     **figures,
                 }
+                sigmas = sigma_series(job.run)
+                if sigmas:
+                    runs[str(job.seed)]["final_sigmas"] = {
+                        group: values[-1] for group, (_, values) in sigmas.items()
+                    }
         stats = {}
         if runs:
             for key in next(iter(runs.values())):
-                if key == "metrics":
+                if key in ("metrics", "final_sigmas"):
                     continue
                 values = [run[key] for run in runs.values()]
                 stats[key] = {

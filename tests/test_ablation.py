@@ -108,6 +108,8 @@ def test_a_two_variant_set_runs_summarises_and_is_skipped_once_done(tiny_prw, tm
         assert seed0["concat_mAP"] == metrics["concat"]["all_cameras"]["mAP"]
         assert summary["variants"][name]["stats"]["concat_mAP"]["std"] == 0.0
     assert summary["variants"]["rulwf"]["groups"]["0"] == [[task] for task in TASKS]
+    assert set(summary["variants"]["rulwf"]["seeds"]["0"]["final_sigmas"]) == set(TASKS)
+    assert "final_sigmas" not in summary["variants"]["fixed"]["seeds"]["0"]
     assert (out / "sigmas.png").is_file()  # rulwf has sigmas; fixed has none
     assert "| fixed weights (reference) (`fixed`) | 1 |" in (out / "summary.md").read_text()
 
