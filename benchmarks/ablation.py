@@ -96,6 +96,9 @@ BUDGETS: dict[str, Budget] = {
     # scaled from the demo's 800..1120 for 960x540, warmup cut to 20 iterations (2/3 of an
     # epoch of 60 frames)
     "cpu": Budget(3, 2, 4, "384,216", "320,448", 20),
+    # the demo model's own budget (models/demo/README.md: its 960x540 data of 500 training
+    # frames; about 45 CPU minutes per run on 2 free cores, so meant for a GPU or a long night)
+    "demo": Budget(24, 2, 8, "960,540", "800,1120", 100),
 }
 # The demo model's recipe (models/demo/model.json, training.command) apart from the budget.
 RECIPE: tuple[str, ...] = (
