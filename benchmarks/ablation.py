@@ -142,11 +142,11 @@ def dependency(job: Job, out: Path) -> Path | None:
     return out / f"seed{job.seed}" / job.variant.groups_from / "groups.json"
 
 
-def command(job: Job, data_root: Path, budget: Budget, out: Path) -> list[str]:
+def command(job: Job, data_root: Path, budget: Budget, out: Path, device: str = "cpu") -> list[str]:
     """The training command line of a job (continuing it when it has started)."""
     base = [sys.executable, "-m", "training.galw", "--out", str(job.run)]
     if job.started:
-        return [*base, "--resume", "--workers", "0", "--no-progress", "--device", "cpu"]
+        return [*base, "--resume", "--workers", "0", "--no-progress", "--device", device]
     options = list(job.variant.options)
     source = dependency(job, out)
     if source is not None:
@@ -157,12 +157,18 @@ def command(job: Job, data_root: Path, budget: Budget, out: Path) -> list[str]:
         "--epochs", str(budget.epochs), "--probe-epochs", str(budget.probe_epochs),
         "--probe-samples", str(budget.probe_samples), "--max-size", budget.max_size,
         "--train-sizes", budget.train_sizes, "--warmup-iters", str(budget.warmup_iters),
-        "--seed", str(job.seed), "--device", "cpu",
+        "--seed", str(job.seed), "--device", device,
     ]  # fmt: skip
 
 
 def run_all(
-    jobs: Sequence[Job], data_root: Path, budget: Budget, out: Path, parallel: int, threads: int
+    jobs: Sequence[Job],
+    data_root: Path,
+    budget: Budget,
+    out: Path,
+    parallel: int,
+    threads: int,
+    device: str = "cpu",
 ) -> list[Job]:
     """Run the jobs that are not done, ``parallel`` at a time, each with ``threads`` CPU
     threads, starting a job only once its dependency exists; returns the jobs that failed."""
@@ -193,7 +199,7 @@ def run_all(
                 continue
             pending.remove(job)
             job.run.mkdir(parents=True, exist_ok=True)
-            line = command(job, data_root, budget, out)
+            line = command(job, data_root, budget, out, device)
             print(f"[ablation] start {job.run}: {' '.join(line[1:])}", flush=True)
             with open(job.run / "ablation.log", "a", encoding="utf-8") as log:
                 process = subprocess.Popen(line, cwd=REPO, env=env, stdout=log, stderr=log)
@@ -451,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
+    parser.add_argument("--device", default="cpu", help="training device of every run (cuda)")
     parser.add_argument("--summarise-only", action="store_true", help="train nothing")
     parser.add_argument("--artefacts", type=Path, help="copy the runs' small files here")
     return parser
@@ -472,12 +479,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed: list[Job] = []
     started = time.monotonic()
     if not args.summarise_only:
-        failed = run_all(jobs, args.data_root, budget, args.out, args.jobs, args.threads)
+        failed = run_all(
+            jobs, args.data_root, budget, args.out, args.jobs, args.threads, args.device
+        )
     header = {
         "data_root": str(args.data_root),
         "budget": {"name": args.budget, **budget.__dict__},
         "recipe": list(RECIPE),
         "seeds": args.seeds,
+        "device": args.device,
         "failed": [str(job.run) for job in failed],
     }
     args.out.mkdir(parents=True, exist_ok=True)
