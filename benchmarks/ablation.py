@@ -251,6 +251,9 @@ def summarise(out: Path, jobs: Sequence[Job]) -> dict:
                     "metrics": str(job.run.relative_to(out) / "metrics.json"),
                     **figures,
                 }
+                losses = last_epoch_losses(job.run)
+                if losses:
+                    runs[str(job.seed)]["last_epoch_losses"] = losses
                 sigmas = sigma_series(job.run)
                 if sigmas:
                     runs[str(job.seed)]["final_sigmas"] = {
@@ -259,7 +262,7 @@ def summarise(out: Path, jobs: Sequence[Job]) -> dict:
         stats = {}
         if runs:
             for key in next(iter(runs.values())):
-                if key in ("metrics", "final_sigmas"):
+                if key in ("metrics", "final_sigmas", "last_epoch_losses"):
                     continue
                 values = [run[key] for run in runs.values()]
                 stats[key] = {
@@ -318,6 +321,23 @@ def sigma_series(run: Path) -> dict[str, tuple[list[int], list[float]]]:
             steps.append(record["step"])
             values.append(sigma)
     return series
+
+
+def last_epoch_losses(run: Path) -> dict[str, float]:
+    """Each task's unweighted loss averaged over the logged steps of the main run's last epoch:
+    what each weighting made of the tasks, even where the search figures are all near zero."""
+    path = run / "train_log.jsonl"
+    if not path.is_file():
+        return {}
+    steps = [
+        record
+        for record in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+        if record.get("phase") == "main" and record.get("event") == "step"
+    ]
+    if not steps:
+        return {}
+    last = [record for record in steps if record["epoch"] == steps[-1]["epoch"]]
+    return {task: statistics.fmean(r["losses"][task] for r in last) for task in last[0]["losses"]}
 
 
 def plot_sigmas(jobs: Sequence[Job], path: Path) -> bool:

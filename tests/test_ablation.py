@@ -110,6 +110,7 @@ def test_a_two_variant_set_runs_summarises_and_is_skipped_once_done(tiny_prw, tm
     assert summary["variants"]["rulwf"]["groups"]["0"] == [[task] for task in TASKS]
     assert set(summary["variants"]["rulwf"]["seeds"]["0"]["final_sigmas"]) == set(TASKS)
     assert "final_sigmas" not in summary["variants"]["fixed"]["seeds"]["0"]
+    assert set(summary["variants"]["fixed"]["seeds"]["0"]["last_epoch_losses"]) == set(TASKS)
     assert (out / "sigmas.png").is_file()  # rulwf has sigmas; fixed has none
     assert "| fixed weights (reference) (`fixed`) | 1 |" in (out / "summary.md").read_text()
 
