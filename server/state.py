@@ -14,11 +14,13 @@ import numpy as np
 from gallery.store import GalleryStore
 from inference.engine import Detections, Engine
 from server.batcher import Batcher
+from server.budget import PixelBudget
 from server.metrics import Metrics
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+DECODE_THREADS = 2
 
 
 class ServiceState:
@@ -30,9 +32,7 @@ class ServiceState:
         self.engine: Engine | None = None
         self.store: GalleryStore | None = None
         # Ingest detections: frames of concurrent requests (and of one request) share runs.
-        # An item is a loader of the frame's pixels, called in the batch: at most max_batch
-        # frames sit decoded at once.
-        self.detector: Batcher[Callable[[], np.ndarray], Detections] | None = None
+        self.detector: Batcher[np.ndarray, Detections] | None = None
         self.load_error: str | None = None
         self.frames_dir = settings.data_dir / "frames"
         # Inference gets its own small pool: ONNX Runtime already spreads one run over the
@@ -42,6 +42,12 @@ class ServiceState:
         )
         # Serialises "write image file + commit frame" and "delete frame + image file".
         self.write_lock = threading.Lock()
+        self.decode_budget = PixelBudget(settings.decode_budget_pixels)
+        # Decoding on a few threads of its own, rather than any of the many request threads,
+        # keeps the large buffers it frees in a few malloc arenas, where the next decode
+        # reuses them (docs/BENCHMARKS.md: 8 concurrent 40-Mpixel searches peaked at 672 MiB
+        # on request threads, 507 MiB on these).
+        self.decode_pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
 
     @property
     def ready(self) -> bool:
@@ -58,6 +64,7 @@ class ServiceState:
             )
             engine.warm_up()
             self.frames_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_partial_images()
             self.store = GalleryStore(
                 self.settings.data_dir,
                 engine.model.model_id,
@@ -76,28 +83,36 @@ class ServiceState:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the service could not load its model or gallery")
 
+    def _remove_partial_images(self) -> None:
+        """Images a crash left half-written (inference.files.atomic_write's temp files)."""
+        for leftover in self.frames_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+
     async def infer(self, kind: str, function: Callable[[], T]) -> T:
         """Run `function` on the inference pool, timing it under `kind`."""
         loop = asyncio.get_running_loop()
         with self.metrics.inference_seconds.labels(kind).time():
             return await loop.run_in_executor(self.inference_pool, function)
 
-    async def detect(self, load: Callable[[], np.ndarray]) -> Detections:
-        """Detect the people in the frame ``load`` returns, in a batch with other frames."""
+    async def detect(self, image: np.ndarray) -> Detections:
+        """Detect the people in an HxWx3 uint8 image, in a batch with other frames."""
         assert self.detector is not None
         with self.metrics.inference_seconds.labels("detect").time():
-            return await asyncio.wrap_future(self.detector.submit(load))
+            return await asyncio.wrap_future(self.detector.submit(image))
 
-    def _detect_batch(self, loads: list[Callable[[], np.ndarray]]) -> list[Detections]:
+    def _detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
         # on the inference pool, so that PS_INFERENCE_THREADS still bounds concurrent runs
         assert self.engine is not None
-        engine = self.engine
-        run = self.inference_pool.submit(lambda: engine.detect_batch([load() for load in loads]))
-        return run.result()
+        return self.inference_pool.submit(self.engine.detect_batch, images).result()
+
+    async def decode(self, function: Callable[[], T]) -> T:
+        """Run an image decode on the decode pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, function)
 
     def close(self) -> None:
         if self.detector is not None:
             self.detector.close()
         self.inference_pool.shutdown(wait=True)
+        self.decode_pool.shutdown(wait=True)
         if self.store is not None:
             self.store.close()

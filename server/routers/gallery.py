@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gallery.records import FrameRecord
+from inference.engine import Detections
 from server import ingest
 from server.deps import Ready, ReadyDep
 from server.forms import (
@@ -25,7 +24,7 @@ from server.forms import (
     read_image,
     upload_name,
 )
-from server.imaging import MEDIA_TYPES, decode_image
+from server.imaging import MEDIA_TYPES
 from server.problems import Problem, problem_responses
 from server.schemas import DetectionOut, FrameOut, IngestOut, StatsOut
 
@@ -34,7 +33,7 @@ router = APIRouter(prefix="/gallery", tags=["gallery"])
 
 # 400: a malformed multipart body; 413: too many files, a file, an image or the whole body
 # too large (each its own kind).
-INGEST_ERRORS = (400, 409, 413, 415, 422, 503)
+INGEST_ERRORS = (400, 409, 413, 415, 422, 503, 507)
 
 
 @router.post(
@@ -64,20 +63,12 @@ async def add_frames(
     an error stores nothing. They are committed (and their images written under the data
     dir) before the answer.
     """
-    settings = ready.state.settings
-    if len(files) > settings.max_files:
-        raise Problem(
-            413,
-            "too-many-files",
-            f"{len(files)} files; at most {settings.max_files} (PS_MAX_FILES)",
-        )
     pending = await _check_uploads(ready, files, camera, timestamp, frame_id)
     # all frames at once into the batcher: they share model runs with each other and with
     # other requests' frames
-    found = await asyncio.gather(
-        *(ready.state.detect(partial(_decode, ready, frame)) for frame in pending)
-    )
-    records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, list(found))
+    found = await asyncio.gather(*(ready.state.detect(frame.image.pixels) for frame in pending))
+    in_original = [_in_original(frame, f) for frame, f in zip(pending, found, strict=True)]
+    records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, in_original)
     return IngestOut(frames=[_frame_out(request, record) for record in records])
 
 
@@ -88,7 +79,6 @@ async def _check_uploads(
     timestamps: list[str] | None,
     frame_ids: list[str] | None,
 ) -> list[ingest.PendingFrame]:
-    settings = ready.state.settings
     count = len(files)
     ids = [
         check_frame_id(given) if given else _new_frame_id()
@@ -106,13 +96,13 @@ async def _check_uploads(
         zip(files, ids, named, times, strict=True)
     ):
         name = upload_name(upload, "files", position)
-        image = await read_image(upload, name, settings.max_upload_bytes, settings.max_pixels)
-        pending.append(ingest.PendingFrame.of(frame_id, name, image, camera or None, moment))
+        image = await read_image(upload, name, ready.state, ready.engine.card.max_size)
+        pending.append(ingest.PendingFrame(frame_id, name, image, camera or None, moment))
     return pending
 
 
-def _decode(ready: Ready, frame: ingest.PendingFrame) -> np.ndarray:
-    return decode_image(frame.data, frame.name, ready.state.settings.max_pixels).pixels
+def _in_original(frame: ingest.PendingFrame, found: Detections) -> Detections:
+    return Detections(frame.image.to_original(found.boxes), found.scores, found.embeddings)
 
 
 def _new_frame_id() -> str:
@@ -170,7 +160,7 @@ def _read_file(path: Path) -> bytes | None:
 @router.delete(
     "/frames/{frame_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(404, 422, 503),
+    responses=problem_responses(404, 422, 503, 507),
 )
 async def delete_frame(ready: ReadyDep, frame_id: str) -> None:
     """Delete a frame: its detections leave the search index and its image is removed."""
