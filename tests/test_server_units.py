@@ -34,7 +34,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.provider_list == ("cuda", "cpu")
     assert settings.api_key is None and settings.port == 9000
-    assert settings.model == Path("models/demo/model.onnx")
+    assert settings.model == Path("models/demo/model.onnx").resolve()
     monkeypatch.setenv("PS_PROVIDERS", "gpu")
     with pytest.raises(ValidationError, match="providers"):
         Settings()
