@@ -218,14 +218,19 @@ def test_two_ranks_of_batch_one_train_as_one_process_of_batch_two(frames, torchr
 
 
 def worker_pids(launcher: subprocess.Popen) -> dict[int, int]:
-    """rank -> pid of torchrun's worker processes."""
-    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+    """rank -> pid of torchrun's worker processes (its children with RANK set)."""
     ranks = {}
-    for pid in map(int, children):
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent != launcher.pid:
+                continue
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended meanwhile
         rank = [entry for entry in environ if entry.startswith(b"RANK=")]
         if rank:
-            ranks[int(rank[0].split(b"=")[1])] = pid
+            ranks[int(rank[0].split(b"=")[1])] = int(stat.parent.name)
     return ranks
 
 
