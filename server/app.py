@@ -51,7 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keyed, unauthorized = [Depends(declare_api_key)], problem_responses(401)
     app.include_router(system.health)
     app.include_router(system.protected)
-    app.include_router(gallery.router, dependencies=keyed, responses=unauthorized)
+    # The multipart parser stops at PS_MAX_FILES + 1 files, rather than spool up to its own
+    # default of 1000 before the route could count them.
+    app.include_router(
+        gallery.router,
+        dependencies=keyed,
+        responses=unauthorized,
+        form_limits={"max_files": settings.max_files},
+    )
     app.include_router(search.router, dependencies=keyed, responses=unauthorized)
     # Added innermost first. Metrics see every answer; the key is checked, then the body
     # limit applied, before anything reads the body.

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(20.0, gt=0, description="largest accepted image file, MiB")
     max_pixels: int = Field(40_000_000, gt=0, description="largest accepted image, pixels")
     max_files: int = Field(32, ge=1, description="most image files in one POST /gallery")
+    decode_budget_pixels: int = Field(
+        40_000_000,
+        gt=0,
+        description="pixels being decoded at once, all requests together (bounds memory)",
+    )
     # A plain comma list, not a JSON array, so it reads naturally in a shell or compose file.
     providers: str = Field("cuda,cpu", description="ONNX Runtime providers to try, in order")
     inference_threads: int = Field(1, ge=1, description="concurrent model runs")

@@ -18,6 +18,7 @@ from gallery import (
     FrameExists,
     FrameInput,
     GalleryStore,
+    StorageFull,
     StoreClosed,
     StoreLocked,
 )
@@ -342,6 +343,21 @@ def test_failed_batch_stores_nothing(store: GalleryStore) -> None:
     assert raised.value.frame_id == "f0"
     assert store.get_frame("new0") is None
     assert store.stats().detections == store.stats().index_size == 6
+
+
+def test_a_full_database_refuses_a_batch_cleanly(store: GalleryStore) -> None:
+    """SQLite's own limit on the file's pages stands in for a full disk (SQLITE_FULL)."""
+    store.add_frames(make_frames(2))
+    writer = store._writer  # the limit is a per-connection setting of the store's writer
+    (pages,) = writer.execute("PRAGMA page_count").fetchone()
+    writer.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StorageFull, match="full"):
+        store.add_frames(make_frames(200, prefix="big"))
+    assert store.get_frame("big0") is None
+    assert store.stats().detections == store.stats().index_size == 6
+    writer.execute(f"PRAGMA max_page_count = {pages * 1000}")
+    store.add_frames(make_frames(200, prefix="big"))
+    assert store.stats().detections == store.stats().index_size == 606
 
 
 @pytest.mark.parametrize(
