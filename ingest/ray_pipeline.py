@@ -195,7 +195,8 @@ class Detector:
             image, found = None, self.nobody
             if not refusals[position] and not batch["stored"][position]:
                 try:
-                    image = decode_image(data, name, self.max_pixels)
+                    # as the service decodes an upload: at most the model's input size
+                    image = decode_image(data, name, self.max_pixels, self.engine.card.max_size)
                 except Problem as problem:  # what the service would have answered
                     refused = Refusal(
                         name,
@@ -207,6 +208,9 @@ class Detector:
                     refusals[position] = json.dumps(asdict(refused))
                 else:
                     found = self.engine.detect(image.pixels)
+                    found = Detections(
+                        image.to_original(found.boxes), found.scores, found.embeddings
+                    )
             columns["suffix"].append(image.suffix if image else "")
             columns["width"].append(image.width if image else 0)
             columns["height"].append(image.height if image else 0)
