@@ -6,11 +6,13 @@ from gallery.records import (
     DetectionRecord,
     FrameExists,
     FrameInput,
+    FramePage,
     FrameRecord,
     GalleryError,
     GalleryStats,
     SearchHit,
     StoreClosed,
+    StoredDetection,
     StoreLocked,
 )
 from gallery.store import GalleryStore
@@ -21,6 +23,7 @@ __all__ = [
     "DetectionRecord",
     "FrameExists",
     "FrameInput",
+    "FramePage",
     "FrameRecord",
     "GalleryError",
     "GalleryStats",
@@ -28,4 +31,5 @@ __all__ = [
     "SearchHit",
     "StoreClosed",
     "StoreLocked",
+    "StoredDetection",
 ]
