@@ -13,15 +13,17 @@ from server.deps import require_api_key
 from server.limits import BodyLimitMiddleware
 from server.metrics import Metrics, MetricsMiddleware
 from server.problems import install_problem_handlers
-from server.routers import gallery, search, system
+from server.routers import browse, gallery, search, system
+from server.routers.web import install_web
 from server.settings import Settings
 from server.state import ServiceState
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """
-Person search: store camera frames (`POST /gallery`), then find a person given as a crop
-(`POST /search`). Results are boxes in stored frames, ranked by embedding similarity.
+Person search: store camera frames (`POST /gallery`), then find a person given as a crop or
+as a stored detection (`POST /search`). Results are boxes in stored frames, ranked by embedding
+similarity. Browse what is stored with `GET /gallery/frames`; the operators' page is at `/`.
 Errors are RFC 9457 problem details (`application/problem+json`).
 """
 
@@ -52,7 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.health)
     app.include_router(system.protected)
     app.include_router(gallery.router, dependencies=keyed)
+    app.include_router(browse.router, dependencies=keyed)
     app.include_router(search.router, dependencies=keyed)
+    install_web(app)
     # Outermost first: metrics see every answer, the 413 of the body limit included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -28,6 +28,7 @@ class PendingFrame:
     height: int
     camera: str | None
     timestamp: float | None
+    filename: str | None = None  # the client's file name, kept with the frame
 
     @classmethod
     def of(
@@ -37,9 +38,18 @@ class PendingFrame:
         image: DecodedImage,
         camera: str | None,
         timestamp: float | None,
+        filename: str | None = None,
     ) -> PendingFrame:
         return cls(
-            frame_id, name, image.data, image.suffix, image.width, image.height, camera, timestamp
+            frame_id,
+            name,
+            image.data,
+            image.suffix,
+            image.width,
+            image.height,
+            camera,
+            timestamp,
+            filename,
         )
 
 
@@ -65,6 +75,7 @@ def commit_frame(state: ServiceState, frame: PendingFrame, found: Detections) ->
                 width=frame.width,
                 height=frame.height,
                 image_path=relative,
+                filename=frame.filename,
                 detections=list(zip(found.boxes, found.scores, found.embeddings, strict=True)),
             )
         except FrameExists as exc:  # only if another process shares this data dir
