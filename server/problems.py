@@ -16,8 +16,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.schemas import ProblemOut
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_SCHEMA = "Problem"
 log = logging.getLogger(__name__)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors a route answers, each as problem+json.
+
+    Pass it to a route or router (`responses=problem_responses(404, 422)`); declaring 422
+    here also keeps FastAPI from advertising its own HTTPValidationError shape.
+    """
+    content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA}"}}}
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": content}
+        for status in statuses
+    }
 
 
 class Problem(Exception):
@@ -73,7 +89,28 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error as problem+json, and describe that shape in the OpenAPI document."""
+    _add_problem_schema(app)
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+def _add_problem_schema(app: FastAPI) -> None:
+    """Register the Problem schema that problem_responses() refers to (FastAPI only adds
+    models it meets as a route's response_model, and under application/json)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        if PROBLEM_SCHEMA not in schemas:
+            problem = ProblemOut.model_json_schema(
+                ref_template="#/components/schemas/{model}", mode="serialization"
+            )
+            schemas.update(problem.pop("$defs", {}))
+            schemas[PROBLEM_SCHEMA] = problem
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Names accepted in PS_PROVIDERS, in the order ONNX Runtime should try them.
 PROVIDER_NAMES = ("tensorrt", "cuda", "cpu")
+# Room in a request body for the form fields and multipart framing besides the files.
+FORM_FIELDS_ROOM = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -76,4 +78,9 @@ class Settings(BaseSettings):
     @property
     def max_body_bytes(self) -> int:
         """Whole-request limit: every allowed file at full size plus room for the form fields."""
-        return self.max_upload_bytes * self.max_files + 1024 * 1024
+        return self.max_upload_bytes * self.max_files + FORM_FIELDS_ROOM
+
+    @property
+    def max_search_body_bytes(self) -> int:
+        """/search takes one image: one file at full size plus room for the form fields."""
+        return self.max_upload_bytes + FORM_FIELDS_ROOM

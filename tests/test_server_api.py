@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import struct
 import threading
 import zlib
@@ -476,3 +477,32 @@ def test_api_key_guards_everything_but_health(overfit_run, tmp_path: Path) -> No
         assert response.status_code == 201, response.text
         url = response.json()["frames"][0]["image_url"]
         assert url == "https://ps.example/base/gallery/frames/pub/image"
+        assert_key_checked_before_the_body(keyed)
+
+
+def status_before_the_body(server: ServerProcess, path: str, headers: dict[str, str]) -> int | None:
+    """Send only a POST's head (its body never comes): the status answered within a few
+    seconds, or None when the service waits for the body."""
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
+        connection.sendall(head.encode())
+        try:
+            status_line = connection.makefile("rb").readline()
+        except TimeoutError:
+            return None
+    return int(status_line.split()[1]) if status_line else None
+
+
+def assert_key_checked_before_the_body(keyed: ServerProcess) -> None:
+    """Without the key, a large upload is refused from its head, never received; /search's
+    own (one image) body limit holds for a keyed client as well."""
+    multipart = "multipart/form-data; boundary=x"
+    huge = {"Content-Type": multipart, "Content-Length": str(300 * 1024 * 1024)}
+    for path in ("/gallery", "/search"):
+        assert status_before_the_body(keyed, path, huge) == 401
+    no_boundary = {"Content-Type": "multipart/form-data", "Content-Length": "0"}
+    assert status_before_the_body(keyed, "/gallery", no_boundary) == 401
+    # default PS_MAX_UPLOAD_MB (20 MiB) + 1 MiB of fields; /gallery takes 32 such files
+    over_one_image = {**huge, "Content-Length": str(22 * 1024 * 1024), "X-API-Key": "s3cret"}
+    assert status_before_the_body(keyed, "/search", over_one_image) == 413

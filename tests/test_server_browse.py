@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,4 +189,14 @@ def test_the_page_is_served_without_a_key(client: httpx.Client):
             and asset.content
             == (Path(__file__).resolve().parents[1] / "server" / "web" / name).read_bytes()
         )
-    assert httpx.get(f"{bare}/web/../settings.py").status_code == 404
+    problem(httpx.get(f"{bare}/gallery/stats"), 401, "unauthorized")  # the data still needs it
+
+
+def test_out_of_range_ids_and_cursors_are_refused(client: httpx.Client):
+    huge = 2**70
+    problem(client.get(f"/gallery/detections/{huge}/crop"), 422, "validation")
+    problem(client.post("/search", data={"detection_id": huge}), 422, "validation")
+    cursor = base64.urlsafe_b64encode(b'[1e999,"x"]').decode()
+    problem(client.get("/gallery/frames", params={"cursor": cursor}), 422, "invalid-cursor")
+    cursor = base64.urlsafe_b64encode(f'[{10**400},"x"]'.encode()).decode()
+    problem(client.get("/gallery/frames", params={"cursor": cursor}), 422, "invalid-cursor")

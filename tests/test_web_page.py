@@ -103,7 +103,12 @@ def crop(path: Path, box, out: Path, margin: float = 0.1) -> Path:
     x1, y1, x2, y2 = box
     dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
     with Image.open(path) as image:
-        area = (max(0, x1 - dx), max(0, y1 - dy), min(image.width, x2 + dx), min(image.height, y2 + dy))
+        area = (
+            max(0, x1 - dx),
+            max(0, y1 - dy),
+            min(image.width, x2 + dx),
+            min(image.height, y2 + dy),
+        )
         image.convert("RGB").crop(tuple(round(v) for v in area)).save(out, quality=95)
     return out
 
@@ -191,7 +196,8 @@ def test_operators_ingest_browse_and_search_in_the_browser(
         """zone => {
             const files = new DataTransfer();
             files.items.add(new File(["not an image"], "notes.txt", {type: "text/plain"}));
-            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));
+            const drop = {dataTransfer: files, bubbles: true, cancelable: true};
+            zone.dispatchEvent(new DragEvent("drop", drop));
         }"""
     )
     expect(summary).to_have_text("1 of 1 files: 0 stored, 1 refused")
@@ -276,7 +282,9 @@ def test_operators_ingest_browse_and_search_in_the_browser(
 
     # Draw a box over the same person on their frame: that frame ranks first.
     page.locator("#tab-browse").click()
-    card = page.locator(f"#browse-grid .card[data-frame-id='{stored[record.path.name]['frame_id']}']")
+    card = page.locator(
+        f"#browse-grid .card[data-frame-id='{stored[record.path.name]['frame_id']}']"
+    )
     if card.count() == 0:
         page.locator("#browse-older").click()
     expect(card).to_have_count(1)

@@ -7,9 +7,10 @@ import binascii
 import io
 import json
 import math
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.responses import Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -18,24 +19,19 @@ from gallery.records import DetectionRecord, FramePosition, StoredDetection
 from server.deps import Ready, ReadyDep
 from server.forms import check_camera, parse_time_range
 from server.imaging import decode_image
-from server.problems import PROBLEM_MEDIA_TYPE, Problem
+from server.problems import Problem, problem_responses
 from server.routers.gallery import find_frame, frame_out, read_file
 from server.schemas import FramePageOut
 
 router = APIRouter(prefix="/gallery", tags=["gallery"])
+# Detection ids are SQLite integers (and FAISS ids): positive, at most 2**63 - 1.
+MAX_DETECTION_ID = 2**63 - 1
+DetectionId = Annotated[int, FastApiPath(ge=1, le=MAX_DETECTION_ID)]
 MAX_PAGE = 200
 CROP_MARGIN = 0.15  # of the box's width and height on each side: a little context
 
 
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problem+json answers a route may give."""
-    return {
-        status: {"description": "a problem", "content": {PROBLEM_MEDIA_TYPE: {}}}
-        for status in statuses
-    }
-
-
-@router.get("/frames", response_model=FramePageOut, responses=problems(401, 422, 503))
+@router.get("/frames", response_model=FramePageOut, responses=problem_responses(422, 503))
 async def list_frames(
     request: Request,
     ready: ReadyDep,
@@ -80,7 +76,7 @@ def _decode_cursor(cursor: str) -> FramePosition:
             raise ValueError
         if not isinstance(frame_id, str) or not math.isfinite(moment):
             raise ValueError
-    except (ValueError, TypeError, UnicodeError, binascii.Error):
+    except (ValueError, TypeError, OverflowError, UnicodeError, binascii.Error):
         raise Problem(
             422, "invalid-cursor", "cursor must be a next_cursor from /gallery/frames"
         ) from None
@@ -90,9 +86,9 @@ def _decode_cursor(cursor: str) -> FramePosition:
 @router.get(
     "/detections/{detection_id}/crop",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}, **problems(401, 404, 422, 503)},
+    responses={200: {"content": {"image/jpeg": {}}}, **problem_responses(404, 422, 503)},
 )
-async def detection_crop(ready: ReadyDep, detection_id: int) -> Response:
+async def detection_crop(ready: ReadyDep, detection_id: DetectionId) -> Response:
     """The detected person cut out of the stored frame with a little margin, as a JPEG."""
     stored = await find_detection(ready, detection_id)
     record = await find_frame(ready, stored.frame_id)

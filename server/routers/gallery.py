@@ -26,13 +26,23 @@ from server.forms import (
     upload_name,
 )
 from server.imaging import MEDIA_TYPES, decode_image
-from server.problems import Problem
+from server.problems import Problem, problem_responses
 from server.schemas import DetectionOut, FrameOut, IngestOut, StatsOut
 
 router = APIRouter(prefix="/gallery", tags=["gallery"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=IngestOut)
+# 400: a malformed multipart body; 413: too many files, a file, an image or the whole body
+# too large (each its own kind).
+INGEST_ERRORS = (400, 409, 413, 415, 422, 503)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IngestOut,
+    responses=problem_responses(*INGEST_ERRORS),
+)
 async def add_frames(
     request: Request,
     ready: ReadyDep,
@@ -113,14 +123,16 @@ def _new_frame_id() -> str:
     return uuid.uuid4().hex
 
 
-@router.get("/stats", response_model=StatsOut)
+@router.get("/stats", response_model=StatsOut, responses=problem_responses(503))
 async def gallery_stats(ready: ReadyDep) -> StatsOut:
     """Counts of stored frames and detections, and the index that serves them."""
     stats = await run_in_threadpool(ready.store.stats)
     return StatsOut(**asdict(stats))
 
 
-@router.get("/frames/{frame_id}", response_model=FrameOut)
+@router.get(
+    "/frames/{frame_id}", response_model=FrameOut, responses=problem_responses(404, 422, 503)
+)
 async def get_frame(request: Request, ready: ReadyDep, frame_id: str) -> FrameOut:
     """A stored frame's metadata and detections."""
     return frame_out(request, await find_frame(ready, frame_id))
@@ -129,7 +141,15 @@ async def get_frame(request: Request, ready: ReadyDep, frame_id: str) -> FrameOu
 @router.get(
     "/frames/{frame_id}/image",
     response_class=Response,
-    responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()}}},
+    responses={
+        200: {
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in MEDIA_TYPES.values()
+            }
+        },
+        **problem_responses(404, 422, 503),
+    },
 )
 async def get_frame_image(ready: ReadyDep, frame_id: str) -> Response:
     """The frame's image file, as uploaded."""
@@ -151,7 +171,11 @@ def read_file(path: Path) -> bytes | None:
         return None
 
 
-@router.delete("/frames/{frame_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/frames/{frame_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(404, 422, 503),
+)
 async def delete_frame(ready: ReadyDep, frame_id: str) -> None:
     """Delete a frame: its detections leave the search index and its image is removed."""
     check_frame_id(frame_id)

@@ -13,8 +13,8 @@ from inference.engine import QueryEmbedding
 from server.deps import Ready, ReadyDep
 from server.forms import parse_box, parse_time_range, read_image, upload_name
 from server.imaging import DecodedImage
-from server.problems import Problem
-from server.routers.browse import find_detection
+from server.problems import Problem, problem_responses
+from server.routers.browse import MAX_DETECTION_ID, find_detection
 from server.schemas import QueryOut, SearchHitOut, SearchOut
 
 router = APIRouter(tags=["search"])
@@ -32,7 +32,11 @@ SINGLE_FIELDS = (
 )
 
 
-@router.post("/search", response_model=SearchOut)
+@router.post(
+    "/search",
+    response_model=SearchOut,
+    responses=problem_responses(400, 404, 409, 413, 415, 422, 503),
+)
 async def search(
     request: Request,
     ready: ReadyDep,
@@ -44,6 +48,7 @@ async def search(
         int | None,
         Form(
             ge=1,
+            le=MAX_DETECTION_ID,
             description="search from this stored detection instead of a query image; "
             "it is left out of the results",
         ),

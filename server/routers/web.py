@@ -33,6 +33,11 @@ async def index() -> FileResponse:
     )
 
 
-def install_web(app: FastAPI) -> None:
+def install(app: FastAPI) -> None:
     app.include_router(router)
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+
+
+def open_paths() -> set[str]:
+    """The page and its files, each by its exact path: they need no API key."""
+    return {"/", *(f"/web/{path.name}" for path in WEB_DIR.iterdir() if path.is_file())}
