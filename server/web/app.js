@@ -540,8 +540,12 @@ function searchFilters(form) {
   return form;
 }
 
+let uploadUrl = null; // the uploaded query's blob: URL, released when the next one comes
+
 function searchUpload(file) {
+  if (uploadUrl) URL.revokeObjectURL(uploadUrl);
   const url = URL.createObjectURL(file);
+  uploadUrl = url;
   runSearch({
     build: (form) => form.append("query", file, file.name),
     preview: () => element("img", { src: url, alt: `uploaded query ${file.name}` }),
