@@ -163,7 +163,8 @@ $("#key-form").addEventListener("submit", async (event) => {
   sessionStorage.setItem(KEY_STORAGE, input.value.trim());
   input.value = "";
   forgetImages();
-  if ((await refreshService()) && currentTab === "browse") loadBrowse();
+  serviceOk = false; // the next answer counts as the first: the gallery reloads with the key
+  await refreshService();
 });
 
 // ---- tabs ------------------------------------------------------------------------------
@@ -454,20 +455,25 @@ function browseFilters() {
   };
 }
 
+let browseRequest = 0; // only the latest request may fill the grid
+
 async function loadBrowse() {
   browseLoaded = true;
   const status = $("#browse-status");
   const grid = $("#browse-grid");
   const cursor = browsePages.cursors[browsePages.index];
+  const mine = ++browseRequest;
   setStatus(status, "Loading…");
   let page;
   try {
     page = await api(`gallery/frames${query({ ...browseFilters(), cursor })}`);
   } catch (error) {
+    if (mine !== browseRequest) return;
     setStatus(status, error.message, true);
     grid.replaceChildren();
     return;
   }
+  if (mine !== browseRequest) return;
   browsePages.cursors.length = browsePages.index + 1;
   if (page.next_cursor) browsePages.cursors.push(page.next_cursor);
   $("#browse-newer").disabled = browsePages.index === 0;
