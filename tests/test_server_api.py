@@ -426,6 +426,38 @@ def test_image_read_racing_its_delete_is_whole_or_404(server: ServerProcess) -> 
     assert outcomes.count(404) == 20 * 6
 
 
+def test_a_batch_is_stored_whole_or_not_at_all(server: ServerProcess) -> None:
+    """Two batches racing for one frame id: one is stored whole, the other answers 409 and
+    leaves none of its frames behind."""
+    rounds = 12
+    outcomes: dict[str, list[int]] = {"a": [], "b": []}
+
+    def post(side: str, start: threading.Barrier) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for round_ in range(rounds):
+                files = [("files", ("1.jpg", jpeg())), ("files", ("2.jpg", jpeg()))]
+                ids = [f"{side}-own{round_}", f"shared{round_}"]
+                start.wait()
+                response = http.post("/gallery", files=files, data={"frame_id": ids})
+                outcomes[side].append(response.status_code)
+
+    start = threading.Barrier(2)
+    racers = [threading.Thread(target=post, args=(side, start)) for side in outcomes]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for round_, statuses in enumerate(zip(outcomes["a"], outcomes["b"], strict=True)):
+            assert sorted(statuses) == [201, 409], statuses
+            for side, status in zip(outcomes, statuses, strict=True):
+                stored = http.get(f"/gallery/frames/{side}-own{round_}").status_code
+                assert stored == (200 if status == 201 else 404), (round_, side, status)
+                if status == 201:
+                    assert http.delete(f"/gallery/frames/{side}-own{round_}").status_code == 204
+            assert http.delete(f"/gallery/frames/shared{round_}").status_code == 204
+
+
 def test_unknown_and_path_like_frame_ids(client: httpx.Client, gallery: dict) -> None:
     for method in ("GET", "DELETE"):
         assert_problem(client.request(method, "/gallery/frames/nope"), 404)

@@ -60,8 +60,9 @@ async def add_frames(
 ) -> IngestOut:
     """Detect the people in each frame and store the frame, its boxes and their embeddings.
 
-    Every file is checked before any is stored, so a 4xx stores nothing. Frames are
-    committed to the store (and their images written under the data dir) before the answer.
+    Every file is checked before any is stored, and the frames are committed together, so
+    an error stores nothing. They are committed (and their images written under the data
+    dir) before the answer.
     """
     settings = ready.state.settings
     if len(files) > settings.max_files:
@@ -71,10 +72,8 @@ async def add_frames(
             f"{len(files)} files; at most {settings.max_files} (PS_MAX_FILES)",
         )
     pending = await _check_uploads(ready, files, camera, timestamp, frame_id)
-    records = []
-    for frame in pending:
-        found = await ready.state.infer("detect", partial(_detect, ready, frame))
-        records.append(await run_in_threadpool(ingest.commit_frame, ready.state, frame, found))
+    found = [await ready.state.infer("detect", partial(_detect, ready, frame)) for frame in pending]
+    records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, found)
     return IngestOut(frames=[frame_out(request, record) for record in records])
 
 
@@ -93,9 +92,6 @@ async def _check_uploads(
     ]
     if len(set(ids)) != len(ids):
         raise Problem(409, "frame-exists", "the same frame_id is given twice in one request")
-    for frame_id in ids:
-        if await run_in_threadpool(ready.store.get_frame, frame_id) is not None:
-            raise Problem(409, "frame-exists", f"frame {frame_id!r} already exists")
     times = [
         None if text is None else parse_timestamp(text)
         for text in per_file(timestamps, count, "timestamp", shared=True)
