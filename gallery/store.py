@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import logging
 import math
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -28,6 +30,7 @@ from gallery.records import (
     FrameRecord,
     GalleryStats,
     SearchHit,
+    StorageFull,
     StoreClosed,
     StoredDetection,
     StoreLocked,
@@ -38,6 +41,7 @@ from gallery.records import (
 from gallery.rwlock import ReadWriteLock
 from gallery.schema import connect, migrate
 
+log = logging.getLogger(__name__)
 DB_NAME = "gallery.sqlite3"
 LOCK_NAME = "gallery.lock"
 # A filtered search first over-fetches from FAISS and filters the hits in SQLite; if the
@@ -121,12 +125,20 @@ class GalleryStore:
         self._index = index
         self._unsaved = 0
         if self._index_origin != "loaded":
+            self._unsaved = index.ntotal or 1
             self._save_index()
 
     def _save_index(self) -> None:
+        """Save the derived index; if the disk refuses, keep serving from memory (SQLite
+        holds every row) and try again at the next save."""
         # Readers keep searching while the file is written; writers wait for it.
         with self._index_lock.reading():
-            self._index.save(self._files, self.model_id)
+            try:
+                self._index.save(self._files, self.model_id)
+            except (OSError, RuntimeError) as exc:  # faiss reports write errors as RuntimeError
+                self._files.remove_leftovers()
+                log.warning("the search index could not be saved (%s); serving it from memory", exc)
+                return
             self._unsaved = 0
 
     def close(self) -> None:
@@ -211,8 +223,7 @@ class GalleryStore:
         self, prepared: list[tuple[FrameInput, list[DetectionInput]]], now: float
     ) -> tuple[list[FrameRecord], np.ndarray]:
         connection = self._writer
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(connection):
             self._refuse_existing([f.frame_id for f, _ in prepared if f.frame_id is not None])
             first_id = self._last_detection_id() + 1
             connection.executemany(
@@ -231,10 +242,6 @@ class GalleryStore:
             records = self._records(prepared, first_id, now)
             if self._last_detection_id() != first_id - 1 + sum(len(d) for _, d in prepared):
                 raise RuntimeError("detection ids were not assigned consecutively")
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         vectors = [d.embedding for _, detections in prepared for d in detections]
         return records, np.array(vectors, dtype=np.float32).reshape(-1, self.dim)
 
@@ -289,17 +296,12 @@ class GalleryStore:
         with self._write_lock:
             self._check_open()
             connection = self._writer
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 rows = connection.execute(
                     "SELECT id FROM detections WHERE frame_id = ? AND model_id = ?",
                     (frame_id, self.model_id),
                 ).fetchall()
                 deleted = connection.execute("DELETE FROM frames WHERE id = ?", (frame_id,))
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
             ids = np.array([row[0] for row in rows], dtype=np.int64)
             with self._index_lock.writing():
                 self._index.remove(ids)
@@ -409,6 +411,16 @@ class GalleryStore:
         """A stored detection with its frame id and embedding (of whichever model), or None."""
         return browse.stored_detection(self._reader(), detection_id)
 
+    def frame_ids(self, prefix: str) -> set[str]:
+        """Stored frame ids that start with `prefix` (a bulk ingest skips what it stored).
+
+        A range over the primary key: every id that starts with `prefix` sorts at or after it
+        and before `prefix` + the largest character, and frame ids are ASCII."""
+        rows = self._reader().execute(
+            "SELECT id FROM frames WHERE id >= ? AND id < ?", (prefix, prefix + "\U0010ffff")
+        )
+        return {row[0] for row in rows}
+
     def stats(self) -> GalleryStats:
         """Counts per model; only this store's model is indexed and searched."""
         connection = self._reader()
@@ -430,6 +442,26 @@ class GalleryStore:
             self._index_origin,
             per_model,
         )
+
+
+@contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error; a full disk is StorageFull."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            connection.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls back by itself on some errors (a full disk among them); a second
+            # ROLLBACK would fail and hide the real error.
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            raise StorageFull(f"the gallery's disk is full: {exc}") from exc
+        raise
 
 
 def _lock_data_dir(path: Path):

@@ -15,43 +15,15 @@ from server.state import ServiceState
 
 @dataclass(frozen=True)
 class PendingFrame:
-    """A checked upload waiting for its detections and its commit.
-
-    Only the file's bytes are kept between the check and the detection (decoded again then):
-    a batch of large frames never sits decoded in memory all at once.
-    """
+    """A checked upload waiting for its detections and its commit: decoded once, at the
+    model's input size (server.imaging), beside its original bytes."""
 
     frame_id: str
     name: str  # how errors name the upload
-    data: bytes
-    suffix: str
-    width: int
-    height: int
+    image: DecodedImage
     camera: str | None
     timestamp: float | None
     filename: str | None = None  # the client's file name, kept with the frame
-
-    @classmethod
-    def of(
-        cls,
-        frame_id: str,
-        name: str,
-        image: DecodedImage,
-        camera: str | None,
-        timestamp: float | None,
-        filename: str | None = None,
-    ) -> PendingFrame:
-        return cls(
-            frame_id,
-            name,
-            image.data,
-            image.suffix,
-            image.width,
-            image.height,
-            camera,
-            timestamp,
-            filename,
-        )
 
 
 def commit_frames(
@@ -66,7 +38,7 @@ def commit_frames(
     the next upload under those ids overwrites; the commit is what acknowledges the frames.
     """
     assert state.store is not None
-    paths = [f"{state.frames_dir.name}/{frame.frame_id}{frame.suffix}" for frame in frames]
+    paths = [f"{state.frames_dir.name}/{frame.frame_id}{frame.image.suffix}" for frame in frames]
     with state.write_lock:
         for frame in frames:
             if state.store.get_frame(frame.frame_id) is not None:
@@ -75,15 +47,15 @@ def commit_frames(
         try:
             for frame, relative in zip(frames, paths, strict=True):
                 written.append(state.settings.data_dir / relative)
-                write_bytes_atomic(written[-1], frame.data)
+                write_bytes_atomic(written[-1], frame.image.data)
             return state.store.add_frames(
                 [
                     FrameInput(
                         frame_id=frame.frame_id,
                         camera=frame.camera,
                         timestamp=frame.timestamp,
-                        width=frame.width,
-                        height=frame.height,
+                        width=frame.image.width,
+                        height=frame.image.height,
                         image_path=relative,
                         filename=frame.filename,
                         detections=list(

@@ -6,6 +6,7 @@ shape: {type, title, status, detail} plus optional extension members (e.g. `erro
 
 from __future__ import annotations
 
+import errno
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -16,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gallery.records import StorageFull
 from server.schemas import ProblemOut
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -69,8 +71,17 @@ async def _on_problem(request: Request, exc: Problem) -> JSONResponse:
     return problem_response(exc.status, exc.detail, exc.kind, **exc.extensions)
 
 
+# Starlette's multipart parser refuses a form over its counts with a bare 400 and these
+# messages; the counts are the service's limits (PS_MAX_FILES), so they answer as such.
+PARSER_LIMITS = {"Too many files.": "too-many-files", "Too many fields.": "too-many-fields"}
+
+
 async def _on_http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 400:
+        for message, kind in PARSER_LIMITS.items():
+            if detail.startswith(message):
+                return problem_response(413, f"{detail} (PS_MAX_FILES for files)", kind)
     return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
 
@@ -81,6 +92,23 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     ]
     summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
     return problem_response(422, summary or "invalid request", "validation", errors=errors)
+
+
+# The disk or quota is full: the client may retry once space has been made.
+STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+async def _on_storage_full(request: Request, exc: StorageFull) -> JSONResponse:
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        507, "the service's disk is full; nothing was stored or deleted", "insufficient-storage"
+    )
+
+
+async def _on_os_error(request: Request, exc: OSError) -> JSONResponse:
+    if exc.errno in STORAGE_FULL_ERRNOS:
+        return await _on_storage_full(request, StorageFull(str(exc)))
+    return await _on_unexpected(request, exc)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -94,6 +122,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
+    app.add_exception_handler(StorageFull, _on_storage_full)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
+    app.add_exception_handler(OSError, _on_os_error)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -9,13 +9,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import onnxruntime as ort
+
 from gallery.store import GalleryStore
-from inference.engine import Engine
+from inference.engine import PROVIDERS, Engine
+from server.budget import PixelBudget
 from server.metrics import Metrics
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Tried in this order when PS_PROVIDERS is unset, each only if this onnxruntime has it.
+DEFAULT_PROVIDERS = ("cuda", "cpu")
+DECODE_THREADS = 2
 
 
 class ServiceState:
@@ -27,6 +33,8 @@ class ServiceState:
         self.engine: Engine | None = None
         self.store: GalleryStore | None = None
         self.load_error: str | None = None
+        # Called (from the loading thread) when loading fails: `python -m server` stops then.
+        self.on_load_failure: Callable[[], None] | None = None
         self.frames_dir = settings.data_dir / "frames"
         # Inference gets its own small pool: ONNX Runtime already spreads one run over the
         # cores, so a few concurrent runs are plenty and the event loop stays free.
@@ -35,6 +43,12 @@ class ServiceState:
         )
         # Serialises "write image file + commit frame" and "delete frame + image file".
         self.write_lock = threading.Lock()
+        self.decode_budget = PixelBudget(settings.decode_budget_pixels)
+        # Decoding on a few threads of its own, rather than any of the many request threads,
+        # keeps the large buffers it frees in a few malloc arenas, where the next decode
+        # reuses them (docs/BENCHMARKS.md: 8 concurrent 40-Mpixel searches peaked at 672 MiB
+        # on request threads, 507 MiB on these).
+        self.decode_pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
 
     @property
     def ready(self) -> bool:
@@ -45,12 +59,13 @@ class ServiceState:
         try:
             engine = Engine(
                 self.settings.model,
-                self.settings.provider_list,
+                chosen_providers(self.settings),
                 self.settings.min_detection_score,
                 cache_dir=self.settings.data_dir / "trt-cache",
             )
             engine.warm_up()
             self.frames_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_partial_images()
             self.store = GalleryStore(
                 self.settings.data_dir,
                 engine.model.model_id,
@@ -58,10 +73,34 @@ class ServiceState:
                 faiss_threads=self.settings.faiss_threads,
             )
             self.engine = engine
-            log.info("ready: model %s on %s", engine.model.model_id, engine.providers)
+            self._log_ready(engine, self.store)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the service could not load its model or gallery")
+            if self.on_load_failure is not None:
+                self.on_load_failure()
+
+    def _log_ready(self, engine: Engine, store: GalleryStore) -> None:
+        stats = store.stats()
+        log.info(
+            "ready: model %s (%s) on %s; data folder %s: %d frames, %d detections, "
+            "index %s of %d (%s); API key %s",
+            engine.model.model_id,
+            self.settings.model,
+            ", ".join(engine.providers),
+            self.settings.data_dir,
+            stats.frames,
+            stats.detections,
+            stats.index_type,
+            stats.index_size,
+            stats.index_origin,
+            "required" if self.settings.api_key else "off (PS_API_KEY unset)",
+        )
+
+    def _remove_partial_images(self) -> None:
+        """Images a crash left half-written (inference.files.atomic_write's temp files)."""
+        for leftover in self.frames_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
     async def infer(self, kind: str, function: Callable[[], T]) -> T:
         """Run `function` on the inference pool, timing it under `kind`."""
@@ -69,7 +108,21 @@ class ServiceState:
         with self.metrics.inference_seconds.labels(kind).time():
             return await loop.run_in_executor(self.inference_pool, function)
 
+    async def decode(self, function: Callable[[], T]) -> T:
+        """Run an image decode on the decode pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, function)
+
     def close(self) -> None:
         self.inference_pool.shutdown(wait=True)
+        self.decode_pool.shutdown(wait=True)
         if self.store is not None:
             self.store.close()
+
+
+def chosen_providers(settings: Settings) -> tuple[str, ...]:
+    """PS_PROVIDERS as given (the engine warns about any this onnxruntime lacks), else the
+    defaults this onnxruntime has, without a warning for those it lacks."""
+    if settings.provider_list:
+        return settings.provider_list
+    installed = set(ort.get_available_providers())
+    return tuple(name for name in DEFAULT_PROVIDERS if PROVIDERS[name] in installed)

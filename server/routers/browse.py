@@ -7,6 +7,7 @@ import binascii
 import io
 import json
 import math
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from gallery.records import DetectionRecord, FramePosition, StoredDetection
 from server.deps import Ready, ReadyDep
 from server.forms import check_camera, parse_time_range
-from server.imaging import decode_image
+from server.imaging import decode_image, image_size
 from server.problems import Problem, problem_responses
 from server.routers.gallery import find_frame, frame_out, read_file
 from server.schemas import FramePageOut
@@ -99,7 +100,11 @@ async def detection_crop(ready: ReadyDep, detection_id: DetectionId) -> Response
         raise Problem(
             404, "image-missing", f"the image file of frame {stored.frame_id!r} is missing"
         )
-    crop = await run_in_threadpool(_crop, data, stored.detection, ready.state.settings.max_pixels)
+    name, max_pixels = f"frame {stored.frame_id!r}", ready.state.settings.max_pixels
+    # Decoded whole, so within the service's decode budget and on its decode threads.
+    width, height = await run_in_threadpool(image_size, data, name, max_pixels)
+    async with ready.state.decode_budget.hold(width * height):
+        crop = await ready.state.decode(partial(_crop, data, name, stored.detection, max_pixels))
     return Response(crop, media_type="image/jpeg")
 
 
@@ -110,8 +115,8 @@ async def find_detection(ready: Ready, detection_id: int) -> StoredDetection:
     return stored
 
 
-def _crop(data: bytes, detection: DetectionRecord, max_pixels: int) -> bytes:
-    image = decode_image(data, f"detection {detection.id}", max_pixels)
+def _crop(data: bytes, name: str, detection: DetectionRecord, max_pixels: int) -> bytes:
+    image = decode_image(data, name, max_pixels)
     height, width = image.height, image.width
     x1, y1, x2, y2 = detection.box
     dx, dy = (x2 - x1) * CROP_MARGIN, (y2 - y1) * CROP_MARGIN

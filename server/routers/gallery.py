@@ -25,7 +25,7 @@ from server.forms import (
     read_image,
     upload_name,
 )
-from server.imaging import MEDIA_TYPES, decode_image
+from server.imaging import MEDIA_TYPES
 from server.problems import Problem, problem_responses
 from server.schemas import DetectionOut, FrameOut, IngestOut, StatsOut
 
@@ -34,7 +34,7 @@ router = APIRouter(prefix="/gallery", tags=["gallery"])
 
 # 400: a malformed multipart body; 413: too many files, a file, an image or the whole body
 # too large (each its own kind).
-INGEST_ERRORS = (400, 409, 413, 415, 422, 503)
+INGEST_ERRORS = (400, 409, 413, 415, 422, 503, 507)
 
 
 @router.post(
@@ -64,13 +64,6 @@ async def add_frames(
     an error stores nothing. They are committed (and their images written under the data
     dir) before the answer.
     """
-    settings = ready.state.settings
-    if len(files) > settings.max_files:
-        raise Problem(
-            413,
-            "too-many-files",
-            f"{len(files)} files; at most {settings.max_files} (PS_MAX_FILES)",
-        )
     pending = await _check_uploads(ready, files, camera, timestamp, frame_id)
     found = [await ready.state.infer("detect", partial(_detect, ready, frame)) for frame in pending]
     records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, found)
@@ -84,7 +77,6 @@ async def _check_uploads(
     timestamps: list[str] | None,
     frame_ids: list[str] | None,
 ) -> list[ingest.PendingFrame]:
-    settings = ready.state.settings
     count = len(files)
     ids = [
         check_frame_id(given) if given else _new_frame_id()
@@ -103,16 +95,14 @@ async def _check_uploads(
     ):
         name = upload_name(upload, "files", position)
         filename = check_filename(upload.filename, name)
-        image = await read_image(upload, name, settings.max_upload_bytes, settings.max_pixels)
-        pending.append(
-            ingest.PendingFrame.of(frame_id, name, image, camera or None, moment, filename)
-        )
+        image = await read_image(upload, name, ready.state, ready.engine.card.max_size)
+        pending.append(ingest.PendingFrame(frame_id, name, image, camera or None, moment, filename))
     return pending
 
 
 def _detect(ready: Ready, frame: ingest.PendingFrame) -> Detections:
-    image = decode_image(frame.data, frame.name, ready.state.settings.max_pixels)
-    return ready.engine.detect(image.pixels)
+    found = ready.engine.detect(frame.image.pixels)
+    return Detections(frame.image.to_original(found.boxes), found.scores, found.embeddings)
 
 
 def _new_frame_id() -> str:
@@ -170,7 +160,7 @@ def read_file(path: Path) -> bytes | None:
 @router.delete(
     "/frames/{frame_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(404, 422, 503),
+    responses=problem_responses(404, 422, 503, 507),
 )
 async def delete_frame(ready: ReadyDep, frame_id: str) -> None:
     """Delete a frame: its detections leave the search index and its image is removed."""

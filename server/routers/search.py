@@ -125,13 +125,12 @@ async def search(
 async def _image_query(
     ready: Ready, query: UploadFile, box: str | None
 ) -> tuple[np.ndarray, QueryOut]:
-    settings = ready.state.settings
     image = await read_image(
-        query, upload_name(query, "query"), settings.max_upload_bytes, settings.max_pixels
+        query, upload_name(query, "query"), ready.state, ready.engine.card.max_size
     )
     asked = None if box is None else parse_box(box, image.width, image.height)
     embedded: QueryEmbedding = await ready.state.infer("query", lambda: _embed(ready, image, asked))
-    x1, y1, x2, y2 = (float(v) for v in embedded.box)
+    x1, y1, x2, y2 = (float(v) for v in image.to_original(embedded.box)[0])
     return embedded.embedding, QueryOut(
         box=(x1, y1, x2, y2), source=embedded.source, iou=embedded.iou
     )

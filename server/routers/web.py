@@ -19,10 +19,11 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
+PAGE_PATH, ASSETS_PATH = "/", "/web"
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.get(PAGE_PATH)
 async def index() -> FileResponse:
     return FileResponse(
         WEB_DIR / "index.html",
@@ -35,9 +36,4 @@ async def index() -> FileResponse:
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
-    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
-
-
-def open_paths() -> set[str]:
-    """The page and its files, each by its exact path: they need no API key."""
-    return {"/", *(f"/web/{path.name}" for path in WEB_DIR.iterdir() if path.is_file())}
+    app.mount(ASSETS_PATH, StaticFiles(directory=WEB_DIR), name="web")
