@@ -6,12 +6,14 @@ from gallery.records import (
     DetectionRecord,
     FrameExists,
     FrameInput,
+    FramePage,
     FrameRecord,
     GalleryError,
     GalleryStats,
     SearchHit,
     StorageFull,
     StoreClosed,
+    StoredDetection,
     StoreLocked,
 )
 from gallery.store import GalleryStore
@@ -22,6 +24,7 @@ __all__ = [
     "DetectionRecord",
     "FrameExists",
     "FrameInput",
+    "FramePage",
     "FrameRecord",
     "GalleryError",
     "GalleryStats",
@@ -30,4 +33,5 @@ __all__ = [
     "StorageFull",
     "StoreClosed",
     "StoreLocked",
+    "StoredDetection",
 ]

@@ -14,7 +14,7 @@ from gallery.records import SearchHit
 # CROSS JOIN fixes the join order: look up the few hit ids by primary key, then their frames.
 # Left to itself SQLite would start from the camera index and walk a tenth of the gallery.
 _HITS = """
-SELECT d.id, d.frame_id, d.x1, d.y1, d.x2, d.y2, d.score, f.camera, f.timestamp
+SELECT d.id, d.frame_id, d.x1, d.y1, d.x2, d.y2, d.score, f.camera, f.timestamp, f.filename
 FROM json_each(?) AS hit
 CROSS JOIN detections d ON d.id = hit.value
 CROSS JOIN frames f ON f.id = d.frame_id
@@ -98,7 +98,7 @@ def lookup_hits(
         row = by_id.get(detection_id)
         if row is not None:
             box = (row[2], row[3], row[4], row[5])
-            hits.append(SearchHit(row[0], row[1], box, similarity, row[6], row[7], row[8]))
+            hits.append(SearchHit(row[0], row[1], box, similarity, *row[6:]))
     return hits
 
 

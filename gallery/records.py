@@ -61,6 +61,7 @@ class FrameInput:
     camera: str | None = None
     timestamp: float | None = None
     image_path: str | None = None
+    filename: str | None = None  # the uploaded file's name, for people to find it again
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,35 @@ class FrameRecord:
     image_path: str | None
     model_id: str
     created_at: float
+    filename: str | None = None
     detections: tuple[DetectionRecord, ...] = ()
+
+    @property
+    def time(self) -> float:
+        """Where the frame sorts when browsing: its timestamp, else when it was stored."""
+        return self.created_at if self.timestamp is None else self.timestamp
+
+
+# (time, frame id) of a frame in the newest-first order of list_frames: where a page ends.
+FramePosition = tuple[float, str]
+
+
+@dataclass(frozen=True)
+class FramePage:
+    """Frames newest first; `next_after` is where the next page starts, None at the end."""
+
+    frames: tuple[FrameRecord, ...]
+    next_after: FramePosition | None
+
+
+@dataclass(frozen=True)
+class StoredDetection:
+    """A stored detection with its frame and its (unit) embedding, to search from it."""
+
+    frame_id: str
+    detection: DetectionRecord
+    model_id: str
+    embedding: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -98,6 +127,7 @@ class SearchHit:
     score: float
     camera: str | None
     timestamp: float | None
+    filename: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +198,8 @@ def check_frame(frame: FrameInput) -> None:
         raise ValueError("timestamp must be finite")
     if frame.image_path is not None:
         check_relative_path(frame.image_path)
+    if frame.filename is not None and not isinstance(frame.filename, str):
+        raise ValueError(f"filename must be a string, got {frame.filename!r}")
 
 
 def check_relative_path(path: str) -> None:

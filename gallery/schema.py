@@ -5,8 +5,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
-
 # AUTOINCREMENT keeps detection ids (= FAISS ids) from ever being reused after a delete,
 # so "ids at or below the index watermark" is a sound test of what a saved index holds.
 SCHEMA = """
@@ -40,6 +38,20 @@ CREATE INDEX IF NOT EXISTS detections_frame ON detections (frame_id);
 CREATE INDEX IF NOT EXISTS detections_model ON detections (model_id, id);
 """
 
+# Every database is created at version 1 (SCHEMA) and brought forward by these steps, so a
+# new database and an upgraded one end with the same schema. Each step runs in one
+# transaction with the version update.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: the uploaded file's name; browsing newest first (a frame's time is its timestamp,
+    # else when it was stored), with or without a camera.
+    2: (
+        "ALTER TABLE frames ADD COLUMN filename TEXT",
+        "CREATE INDEX frames_newest ON frames (COALESCE(timestamp, created_at), id)",
+        "CREATE INDEX frames_camera_newest ON frames (camera, COALESCE(timestamp, created_at), id)",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
 
 def connect(db_path: Path) -> sqlite3.Connection:
     """Open a connection with the store's durability and integrity settings.
@@ -59,17 +71,29 @@ def connect(db_path: Path) -> sqlite3.Connection:
 
 
 def migrate(connection: sqlite3.Connection) -> None:
-    """Create the schema on a new database; refuse one written by a newer version."""
+    """Create the schema on a new database and bring an older one up to SCHEMA_VERSION;
+    refuse one written by a newer version."""
     found = _stored_version(connection)
     if found is not None and found > SCHEMA_VERSION:
         raise RuntimeError(
             f"gallery database has schema version {found}; this code knows up to {SCHEMA_VERSION}"
         )
     connection.executescript(
-        "BEGIN IMMEDIATE;" + SCHEMA + f"INSERT INTO schema_version SELECT {SCHEMA_VERSION}"
+        "BEGIN IMMEDIATE;" + SCHEMA + "INSERT INTO schema_version SELECT 1"
         " WHERE NOT EXISTS (SELECT 1 FROM schema_version);"
         "COMMIT;"
     )
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = connection.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[step]:
+                connection.execute(statement)
+            connection.execute("UPDATE schema_version SET version = ?", (step,))
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def _stored_version(connection: sqlite3.Connection) -> int | None:

@@ -18,18 +18,21 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from gallery import query, sync
+from gallery import browse, query, sync
 from gallery.index import IVF, IndexFiles
 from gallery.records import (
     DetectionInput,
     DetectionRecord,
     FrameExists,
     FrameInput,
+    FramePage,
+    FramePosition,
     FrameRecord,
     GalleryStats,
     SearchHit,
     StorageFull,
     StoreClosed,
+    StoredDetection,
     StoreLocked,
     check_frame,
     coerce_detection,
@@ -48,10 +51,8 @@ OVERFETCH_FACTOR = 16
 MIN_FETCH = 128
 MAX_OVERFETCH = 8192
 
-_FRAME_ROW = (
-    "SELECT id, camera, timestamp, width, height, image_path, model_id, created_at"
-    " FROM frames WHERE id = ?"
-)
+_FRAME_COLUMNS = "id, camera, timestamp, width, height, image_path, model_id, created_at, filename"
+_FRAME_ROW = f"SELECT {_FRAME_COLUMNS} FROM frames WHERE id = ?"
 _DETECTION_ROWS = "SELECT id, x1, y1, x2, y2, score FROM detections WHERE frame_id = ? ORDER BY id"
 
 
@@ -189,10 +190,13 @@ class GalleryStore:
         camera: str | None = None,
         timestamp: float | None = None,
         image_path: str | None = None,
+        filename: str | None = None,
     ) -> FrameRecord:
         """Store one frame and its (box, score, embedding) detections in one transaction,
         committed before returning. Raises FrameExists or ValueError."""
-        frame = FrameInput(width, height, detections, frame_id, camera, timestamp, image_path)
+        frame = FrameInput(
+            width, height, detections, frame_id, camera, timestamp, image_path, filename
+        )
         return self.add_frames([frame])[0]
 
     def add_frames(self, frames: Sequence[FrameInput]) -> list[FrameRecord]:
@@ -223,7 +227,7 @@ class GalleryStore:
             self._refuse_existing([f.frame_id for f, _ in prepared if f.frame_id is not None])
             first_id = self._last_detection_id() + 1
             connection.executemany(
-                "INSERT INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO frames ({_FRAME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [self._frame_row(frame, now) for frame, _ in prepared],
             )
             connection.executemany(
@@ -266,6 +270,7 @@ class GalleryStore:
             frame.image_path,
             self.model_id,
             now,
+            frame.filename,
         )
 
     def _records(
@@ -386,6 +391,25 @@ class GalleryStore:
             for d in connection.execute(_DETECTION_ROWS, (frame_id,))
         )
         return FrameRecord(*row, detections=detections)  # type: ignore[misc]  # row ends before detections
+
+    def list_frames(
+        self,
+        limit: int = 50,
+        camera: str | None = None,
+        time_range: tuple[float | None, float | None] | None = None,
+        after: FramePosition | None = None,
+    ) -> FramePage:
+        """Stored frames with their detections, newest first (by timestamp, else by when they
+        were stored), `limit` at a time; pass a page's `next_after` as `after` for the next.
+        time_range filters on the timestamp, inclusive, as in search."""
+        if isinstance(limit, bool) or int(limit) != limit or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        search_filter = query.SearchFilter.build(camera, time_range, None)
+        return browse.list_frames(self._reader(), search_filter, int(limit), after)
+
+    def get_detection(self, detection_id: int) -> StoredDetection | None:
+        """A stored detection with its frame id and embedding (of whichever model), or None."""
+        return browse.stored_detection(self._reader(), detection_id)
 
     def frame_ids(self, prefix: str) -> set[str]:
         """Stored frame ids that start with `prefix` (a bulk ingest skips what it stored).

@@ -8,20 +8,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from server.deps import declare_api_key
 from server.limits import ApiKeyMiddleware, BodyLimitMiddleware
 from server.metrics import Metrics, MetricsMiddleware
 from server.problems import install_problem_handlers, problem_responses
-from server.routers import gallery, search, system
+from server.routers import browse, gallery, search, system, web
 from server.settings import Settings
 from server.state import ServiceState
 
 log = logging.getLogger(__name__)
 
+DOCS_URL, REDOC_URL, DOCS_ASSETS = "/docs", "/redoc", "/docs-assets"
 DESCRIPTION = """
-Person search: store camera frames (`POST /gallery`), then find a person given as a crop
-(`POST /search`). Results are boxes in stored frames, ranked by embedding similarity.
+Person search: store camera frames (`POST /gallery`), then find a person given as a crop or
+as a stored detection (`POST /search`). Results are boxes in stored frames, ranked by embedding
+similarity. Browse what is stored with `GET /gallery/frames`; the operators' page is at `/`.
 Errors are RFC 9457 problem details (`application/problem+json`).
 """
 
@@ -42,8 +45,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading  # a thread cannot be cancelled; let it finish before closing
             await asyncio.to_thread(state.close)
 
-    app = FastAPI(
-        title="Person search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    # The API docs' scripts and styles are served from the fastapi-offline package, not a
+    # CDN, so /docs and /redoc work on a host without internet access.
+    app = FastAPIOffline(
+        title="Person search",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=DOCS_URL,
+        redoc_url=REDOC_URL,
+        static_url=DOCS_ASSETS,
     )
     app.state.service = state
     metrics.watch_gallery(*_gallery_size(state))
@@ -59,7 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=unauthorized,
         form_limits={"max_files": settings.max_files},
     )
+    app.include_router(browse.router, dependencies=keyed, responses=unauthorized)
     app.include_router(search.router, dependencies=keyed, responses=unauthorized)
+    web.install(app)
     # Added innermost first. Metrics see every answer; the key is checked, then the body
     # limit applied, before anything reads the body.
     app.add_middleware(
@@ -68,15 +81,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         path_limits={"/search": settings.max_search_body_bytes},
     )
     if settings.api_key is not None:
-        app.add_middleware(ApiKeyMiddleware, key=settings.api_key, open_paths=_open_paths(app))
+        app.add_middleware(
+            ApiKeyMiddleware,
+            key=settings.api_key,
+            open_paths=_open_paths(app),
+            open_prefixes=(f"{DOCS_ASSETS}/", f"{web.ASSETS_PATH}/"),
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 
 def _open_paths(app: FastAPI) -> set[str]:
-    """Routes that need no API key: liveness, readiness and the API docs."""
-    docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    return {"/healthz", "/readyz", *(path for path in docs if path)}
+    """Routes that need no API key: liveness, readiness, the API docs (their assets are
+    under DOCS_ASSETS) and the operators' page (its files, under /web/, hold no data; the page
+    sends the key with every API call)."""
+    docs = (app.openapi_url, DOCS_URL, REDOC_URL, app.swagger_ui_oauth2_redirect_url)
+    return {"/healthz", "/readyz", web.PAGE_PATH, *(path for path in docs if path)}
 
 
 def _gallery_size(state: ServiceState):

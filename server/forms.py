@@ -77,6 +77,19 @@ def parse_timestamp(text: str, field: str = "timestamp") -> float:
     return value
 
 
+def parse_time_range(
+    start: str | None, end: str | None
+) -> tuple[float | None, float | None] | None:
+    """A (start, end) filter from two optional timestamps; None when neither is given."""
+    if start is None and end is None:
+        return None
+    low = None if start is None else parse_timestamp(start, "start")
+    high = None if end is None else parse_timestamp(end, "end")
+    if low is not None and high is not None and low > high:
+        raise Problem(422, "invalid-time-range", f"start {start!r} is after end {end!r}")
+    return low, high
+
+
 def check_frame_id(frame_id: str) -> str:
     """Frame ids name files and URLs: a path-free alphabet only."""
     if not FRAME_ID_PATTERN.fullmatch(frame_id):
@@ -103,6 +116,22 @@ def check_camera(camera: str | None) -> str | None:
             f"got {camera[:40]!r}{'...' if len(camera) > 40 else ''}",
         )
     return camera
+
+
+MAX_FILENAME_LENGTH = 255
+
+
+def check_filename(filename: str | None, name: str) -> str | None:
+    """The client's file name, kept with the frame: printable, at most 255 characters."""
+    if not filename:
+        return None
+    if len(filename) > MAX_FILENAME_LENGTH or not filename.isprintable():
+        raise Problem(
+            422,
+            "invalid-filename",
+            f"{name}: a file name must be at most {MAX_FILENAME_LENGTH} printable characters",
+        )
+    return filename
 
 
 def per_file(values: list[str] | None, count: int, field: str, shared: bool) -> list[str | None]:

@@ -23,6 +23,7 @@ class PendingFrame:
     image: DecodedImage
     camera: str | None
     timestamp: float | None
+    filename: str | None = None  # the client's file name, kept with the frame
 
 
 def commit_frames(
@@ -56,6 +57,7 @@ def commit_frames(
                         width=frame.image.width,
                         height=frame.image.height,
                         image_path=relative,
+                        filename=frame.filename,
                         detections=list(
                             zip(boxes.boxes, boxes.scores, boxes.embeddings, strict=True)
                         ),

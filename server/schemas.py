@@ -18,6 +18,7 @@ class DetectionOut(BaseModel):
 
 class FrameOut(BaseModel):
     frame_id: str
+    filename: str | None = Field(description="the uploaded file's name, as the client sent it")
     camera: str | None
     timestamp: float | None = Field(description="seconds since the Unix epoch")
     width: int
@@ -32,6 +33,13 @@ class IngestOut(BaseModel):
     frames: list[FrameOut]
 
 
+class FramePageOut(BaseModel):
+    frames: list[FrameOut] = Field(description="newest first: by timestamp, else by ingest time")
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next (older) page; null on the last page"
+    )
+
+
 class SearchHitOut(BaseModel):
     frame_id: str
     detection_id: int
@@ -40,15 +48,21 @@ class SearchHitOut(BaseModel):
     score: float = Field(description="detector confidence of this gallery box")
     camera: str | None
     timestamp: float | None
+    filename: str | None
 
 
 class QueryOut(BaseModel):
-    box: Box = Field(description="the box whose embedding was searched, query image pixels")
-    source: Literal["detection", "box"] = Field(
+    box: Box = Field(
+        description="the box whose embedding was searched: query image pixels, or the stored "
+        "frame's pixels for a detection_id"
+    )
+    source: Literal["detection", "box", "stored"] = Field(
         description="detection: the detector found the person (IoU >= 0.5 with the asked box); "
-        "box: the asked box was embedded directly"
+        "box: the asked box was embedded directly; stored: the stored detection_id's embedding"
     )
     iou: float | None = Field(description="IoU of the chosen detection with the asked box")
+    detection_id: int | None = Field(None, description="the stored detection searched from")
+    frame_id: str | None = Field(None, description="the frame of that stored detection")
 
 
 class SearchOut(BaseModel):

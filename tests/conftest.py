@@ -134,3 +134,22 @@ def overfit_run(tmp_path_factory) -> OverfitRun:
     }
     export_onnx(model, onnx_path, card_fields=card)
     return OverfitRun(model, root, onnx_path, seconds)
+
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo" / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def demo_frames(tmp_path_factory) -> list:
+    """Synthetic frames of the bundled demo model's own kind (960x540, PRW layout), both
+    splits, with their labelled people (training.data.ImageRecord)."""
+    root = generate(
+        tmp_path_factory.mktemp("demo-synth") / "prw",
+        "prw",
+        frames=14,
+        identities=6,
+        cameras=2,
+        seed=11,
+        size=(960, 540),
+    )
+    return [record for split in ("train", "test") for record in PRW(root, split).images]

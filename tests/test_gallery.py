@@ -423,3 +423,85 @@ def test_one_store_per_directory(tmp_path: Path) -> None:
         with pytest.raises(StoreLocked):
             GalleryStore(tmp_path, "m", DIM)
     GalleryStore(tmp_path, "m", DIM).close()
+
+
+# ---- browsing (issue 11) ---------------------------------------------------------------
+
+
+def test_frames_are_listed_newest_first_page_by_page(store: GalleryStore) -> None:
+    frames = make_frames(23)
+    frames.append(FrameInput(32, 32, (), "untimed", "c0", None, None, "cam0/untimed.png"))
+    store.add_frames(frames)
+    seen, after = [], None
+    while True:
+        page = store.list_frames(limit=5, after=after)
+        seen += page.frames
+        after = page.next_after
+        if after is None:
+            break
+        assert len(page.frames) == 5
+        store.add_frame(width=8, height=8, frame_id=f"late{len(seen)}", timestamp=-1.0)
+    # Untimed frames sort by when they were stored (now, far after timestamps 0..22); the
+    # frames added while paging sort before the cursor and never shift a page.
+    assert [f.frame_id for f in seen[:24]] == ["untimed"] + [f"f{i}" for i in range(22, -1, -1)]
+    assert all(f.frame_id.startswith("late") for f in seen[24:])
+    assert seen[0].filename == "cam0/untimed.png" and seen[1].filename is None
+    expected = {f.frame_id: [d.box for d in f.detections] for f in frames}
+    assert [d.box for d in seen[1].detections] == [
+        tuple(float(v) for v in box) for box in expected["f22"]
+    ]
+
+    chosen = store.list_frames(limit=50, camera="c1", time_range=(4.0, 13.0))
+    assert [f.frame_id for f in chosen.frames] == ["f13", "f10", "f7", "f4"]
+    assert chosen.next_after is None
+    with pytest.raises(ValueError, match="limit"):
+        store.list_frames(limit=0)
+
+
+def test_a_stored_detection_is_found_with_its_embedding(store: GalleryStore) -> None:
+    frames = make_frames(5)
+    records = store.add_frames(frames)
+    detection = records[3].detections[1]
+    stored = store.get_detection(detection.id)
+    assert stored is not None and stored.frame_id == "f3" and stored.model_id == "model-a"
+    assert stored.detection == detection
+    np.testing.assert_allclose(stored.embedding, unit(frames[3].detections[1].embedding), atol=1e-6)
+    hit = store.search(stored.embedding, top_k=1)[0]
+    assert hit.detection_id == detection.id and hit.filename is None
+    assert store.get_detection(10_000) is None
+
+
+def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    """A gallery written before file names were kept opens, keeps its frames, and stores
+    names from then on."""
+    import sqlite3
+
+    from gallery.schema import SCHEMA, SCHEMA_VERSION
+
+    data = tmp_path / "data"
+    data.mkdir()
+    old = sqlite3.connect(data / "gallery.sqlite3")
+    old.executescript(SCHEMA + "INSERT INTO schema_version VALUES (1);")
+    old.execute("INSERT INTO models VALUES ('model-a', ?, 0)", (DIM,))
+    old.execute("INSERT INTO frames VALUES ('old', 'c0', 5, 64, 48, NULL, 'model-a', 1)")
+    embedding = unit(np.ones(DIM, dtype=np.float32))
+    old.execute(
+        "INSERT INTO detections (frame_id, x1, y1, x2, y2, score, embedding, model_id)"
+        " VALUES ('old', 1, 2, 3, 4, 0.9, ?, 'model-a')",
+        (embedding.tobytes(),),
+    )
+    old.commit()
+    old.close()
+    with GalleryStore(data, "model-a", DIM) as store:
+        record = store.get_frame("old")
+        assert record is not None and record.filename is None and len(record.detections) == 1
+        store.add_frame(width=4, height=4, frame_id="new", timestamp=9.0, filename="a/b.jpg")
+        assert [f.filename for f in store.list_frames().frames] == ["a/b.jpg", None]
+        assert store.search(embedding, top_k=1)[0].frame_id == "old"
+    with GalleryStore(data, "model-a", DIM):  # opening again migrates nothing twice
+        pass
+    check = sqlite3.connect(data / "gallery.sqlite3")
+    assert check.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    indexes = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
+    assert {"frames_newest", "frames_camera_newest"} <= indexes
+    check.close()

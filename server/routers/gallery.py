@@ -18,6 +18,7 @@ from server import ingest
 from server.deps import Ready, ReadyDep
 from server.forms import (
     check_camera,
+    check_filename,
     check_frame_id,
     parse_timestamp,
     per_file,
@@ -69,7 +70,7 @@ async def add_frames(
     found = await asyncio.gather(*(ready.state.detect(frame.image.pixels) for frame in pending))
     in_original = [_in_original(frame, f) for frame, f in zip(pending, found, strict=True)]
     records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, in_original)
-    return IngestOut(frames=[_frame_out(request, record) for record in records])
+    return IngestOut(frames=[frame_out(request, record) for record in records])
 
 
 async def _check_uploads(
@@ -96,8 +97,9 @@ async def _check_uploads(
         zip(files, ids, named, times, strict=True)
     ):
         name = upload_name(upload, "files", position)
+        filename = check_filename(upload.filename, name)
         image = await read_image(upload, name, ready.state, ready.engine.card.max_size)
-        pending.append(ingest.PendingFrame(frame_id, name, image, camera or None, moment))
+        pending.append(ingest.PendingFrame(frame_id, name, image, camera or None, moment, filename))
     return pending
 
 
@@ -121,7 +123,7 @@ async def gallery_stats(ready: ReadyDep) -> StatsOut:
 )
 async def get_frame(request: Request, ready: ReadyDep, frame_id: str) -> FrameOut:
     """A stored frame's metadata and detections."""
-    return _frame_out(request, await _find_frame(ready, frame_id))
+    return frame_out(request, await find_frame(ready, frame_id))
 
 
 @router.get(
@@ -139,17 +141,17 @@ async def get_frame(request: Request, ready: ReadyDep, frame_id: str) -> FrameOu
 )
 async def get_frame_image(ready: ReadyDep, frame_id: str) -> Response:
     """The frame's image file, as uploaded."""
-    record = await _find_frame(ready, frame_id)
+    record = await find_frame(ready, frame_id)
     path = ready.state.settings.data_dir / (record.image_path or "")
     # Read once, whole (at most PS_MAX_UPLOAD_MB): a delete racing this read either
     # happens before the open (404) or leaves the open file readable to its end.
-    data = await run_in_threadpool(_read_file, path) if record.image_path else None
+    data = await run_in_threadpool(read_file, path) if record.image_path else None
     if data is None:
         raise Problem(404, "image-missing", f"the image file of frame {frame_id!r} is missing")
     return Response(data, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
 
 
-def _read_file(path: Path) -> bytes | None:
+def read_file(path: Path) -> bytes | None:
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -169,7 +171,7 @@ async def delete_frame(ready: ReadyDep, frame_id: str) -> None:
         raise Problem(404, "unknown-frame", f"no frame {frame_id!r}")
 
 
-async def _find_frame(ready: Ready, frame_id: str) -> FrameRecord:
+async def find_frame(ready: Ready, frame_id: str) -> FrameRecord:
     check_frame_id(frame_id)
     record = await run_in_threadpool(ready.store.get_frame, frame_id)
     if record is None:
@@ -187,9 +189,10 @@ def _image_url(request: Request, frame_id: str) -> str:
     return f"{public}{path}" if public else path
 
 
-def _frame_out(request: Request, record: FrameRecord) -> FrameOut:
+def frame_out(request: Request, record: FrameRecord) -> FrameOut:
     return FrameOut(
         frame_id=record.frame_id,
+        filename=record.filename,
         camera=record.camera,
         timestamp=record.timestamp,
         width=record.width,

@@ -1,32 +1,58 @@
-"""POST /search: find a person, given as a crop, in the stored frames."""
+"""POST /search: find a person, given as a crop or as a stored detection, in the stored frames."""
 
 from __future__ import annotations
 
 import time
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from inference.engine import QueryEmbedding
 from server.deps import Ready, ReadyDep
-from server.forms import parse_box, parse_timestamp, read_image, upload_name
+from server.forms import parse_box, parse_time_range, read_image, upload_name
 from server.imaging import DecodedImage
 from server.problems import Problem, problem_responses
+from server.routers.browse import MAX_DETECTION_ID, find_detection
 from server.schemas import QueryOut, SearchHitOut, SearchOut
 
 router = APIRouter(tags=["search"])
 MAX_TOP_K = 1000
-SINGLE_FIELDS = ("query", "box", "top_k", "min_similarity", "min_score", "camera", "start", "end")
+SINGLE_FIELDS = (
+    "query",
+    "detection_id",
+    "box",
+    "top_k",
+    "min_similarity",
+    "min_score",
+    "camera",
+    "start",
+    "end",
+)
 
 
 @router.post(
-    "/search", response_model=SearchOut, responses=problem_responses(400, 413, 415, 422, 503)
+    "/search",
+    response_model=SearchOut,
+    responses=problem_responses(400, 404, 409, 413, 415, 422, 503),
 )
 async def search(
     request: Request,
     ready: ReadyDep,
-    query: Annotated[UploadFile, File(description="an image showing the person (a crop)")],
+    query: Annotated[
+        UploadFile | None,
+        File(description="an image showing the person (a crop); or give detection_id"),
+    ] = None,
+    detection_id: Annotated[
+        int | None,
+        Form(
+            ge=1,
+            le=MAX_DETECTION_ID,
+            description="search from this stored detection instead of a query image; "
+            "it is left out of the results",
+        ),
+    ] = None,
     box: Annotated[
         str | None, Form(description="x1,y1,x2,y2 of the person in the query image; default all")
     ] = None,
@@ -43,7 +69,8 @@ async def search(
 
     The query is run through the detector too: if a detection overlaps the asked box with
     IoU >= 0.5, its embedding is used (like the gallery's); otherwise the box itself is
-    embedded. `query.source` in the answer says which.
+    embedded. `query.source` in the answer says which. With `detection_id` instead of
+    `query`, that stored detection's embedding is searched (`query.source` is `stored`).
     """
     started = time.perf_counter()
     form = await request.form()  # already parsed for the fields above; this is its cache
@@ -52,22 +79,30 @@ async def search(
         raise Problem(
             422, "repeated-field", f"{', '.join(repeated)}: give each of these at most once"
         )
-    image = await read_image(
-        query, upload_name(query, "query"), ready.state, ready.engine.card.max_size
-    )
-    asked = None if box is None else parse_box(box, image.width, image.height)
-    time_range = _time_range(start, end)
-    embedded: QueryEmbedding = await ready.state.infer("query", lambda: _embed(ready, image, asked))
+    if (query is None) == (detection_id is None):
+        raise Problem(
+            422, "query-or-detection", "give either a query image or a detection_id, not both"
+        )
+    time_range = parse_time_range(start, end)
+    if detection_id is not None:
+        if box is not None:
+            raise Problem(422, "invalid-box", "box applies to a query image, not to a detection_id")
+        embedding, asked = await _stored_query(ready, detection_id)
+    else:
+        assert query is not None
+        embedding, asked = await _image_query(ready, query, box)
+    # One more than asked: the stored detection itself is dropped from its own results.
+    wanted = top_k + (detection_id is not None)
     hits = await run_in_threadpool(
         ready.store.search,
-        embedded.embedding,
-        top_k=top_k,
+        embedding,
+        top_k=wanted,
         camera=camera or None,
         time_range=time_range,
         min_score=min_score,
         min_similarity=min_similarity,
     )
-    x1, y1, x2, y2 = (float(v) for v in image.to_original(embedded.box)[0])
+    hits = [hit for hit in hits if hit.detection_id != detection_id][:top_k]
     return SearchOut(
         results=[
             SearchHitOut(
@@ -78,24 +113,47 @@ async def search(
                 score=hit.score,
                 camera=hit.camera,
                 timestamp=hit.timestamp,
+                filename=hit.filename,
             )
             for hit in hits
         ],
-        query=QueryOut(box=(x1, y1, x2, y2), source=embedded.source, iou=embedded.iou),
+        query=asked,
         took_ms=(time.perf_counter() - started) * 1000.0,
     )
 
 
+async def _image_query(
+    ready: Ready, query: UploadFile, box: str | None
+) -> tuple[np.ndarray, QueryOut]:
+    image = await read_image(
+        query, upload_name(query, "query"), ready.state, ready.engine.card.max_size
+    )
+    asked = None if box is None else parse_box(box, image.width, image.height)
+    embedded: QueryEmbedding = await ready.state.infer("query", lambda: _embed(ready, image, asked))
+    x1, y1, x2, y2 = (float(v) for v in image.to_original(embedded.box)[0])
+    return embedded.embedding, QueryOut(
+        box=(x1, y1, x2, y2), source=embedded.source, iou=embedded.iou
+    )
+
+
+async def _stored_query(ready: Ready, detection_id: int) -> tuple[np.ndarray, QueryOut]:
+    stored = await find_detection(ready, detection_id)
+    if stored.model_id != ready.store.model_id:
+        raise Problem(
+            409,
+            "other-model",
+            f"detection {detection_id} was embedded by model {stored.model_id}; "
+            f"this service searches with {ready.store.model_id}",
+        )
+    found = stored.detection
+    return stored.embedding, QueryOut(
+        box=found.box,
+        source="stored",
+        iou=None,
+        detection_id=found.id,
+        frame_id=stored.frame_id,
+    )
+
+
 def _embed(ready: Ready, image: DecodedImage, box: tuple[float, ...] | None) -> QueryEmbedding:
-    """The engine sees the decoded (possibly shrunk) pixels: the box goes there and back."""
-    return ready.engine.embed_query(image.pixels, None if box is None else image.to_pixels(box))
-
-
-def _time_range(start: str | None, end: str | None) -> tuple[float | None, float | None] | None:
-    if start is None and end is None:
-        return None
-    low = None if start is None else parse_timestamp(start, "start")
-    high = None if end is None else parse_timestamp(end, "end")
-    if low is not None and high is not None and low > high:
-        raise Problem(422, "invalid-time-range", f"start {start!r} is after end {end!r}")
-    return low, high
+    return ready.engine.embed_query(image.pixels, box)
