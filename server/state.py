@@ -56,6 +56,7 @@ class ServiceState:
                 engine.model.model_id,
                 engine.embedding_dim,
                 faiss_threads=self.settings.faiss_threads,
+                milvus=self.settings.milvus,
             )
             self.engine = engine
             log.info("ready: model %s on %s", engine.model.model_id, engine.providers)

@@ -40,6 +40,8 @@ DISTRIBUTIONS = {
     "multipart": "python-multipart",
     "prometheus_client": "prometheus-client",
     "pydantic_settings": "pydantic-settings",
+    "pymilvus": "pymilvus",
+    "milvus_lite": "milvus-lite",
 }
 PROJECT_PACKAGES = ("server", "gallery", "inference", "training", "galw", "benchmarks")
 
