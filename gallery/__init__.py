@@ -10,6 +10,7 @@ from gallery.records import (
     GalleryError,
     GalleryStats,
     SearchHit,
+    StorageFull,
     StoreClosed,
     StoreLocked,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "GalleryStats",
     "GalleryStore",
     "SearchHit",
+    "StorageFull",
     "StoreClosed",
     "StoreLocked",
 ]

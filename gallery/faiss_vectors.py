@@ -7,6 +7,7 @@ index may lag SQLite and is caught up at the next open.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from gallery.index import IVF, IndexFiles
 from gallery.query import SearchFilter
 from gallery.rwlock import ReadWriteLock
 from gallery.vectors import Candidates, FaissConfig, VectorRows
+
+log = logging.getLogger(__name__)
 
 
 class FaissVectors:
@@ -46,6 +49,7 @@ class FaissVectors:
         self._lock = ReadWriteLock()
         self._unsaved = 0
         if self._origin != "loaded":
+            self._unsaved = index.ntotal or 1
             self._save()
 
     @property
@@ -94,9 +98,16 @@ class FaissVectors:
             self._save()
 
     def _save(self) -> None:
+        """Save the derived index; if the disk refuses, keep serving from memory (SQLite
+        holds every row) and try again at the next save."""
         # Readers keep searching while the file is written; writers wait for it.
         with self._lock.reading():
-            self._index.save(self._files, self._model_id)
+            try:
+                self._index.save(self._files, self._model_id)
+            except (OSError, RuntimeError) as exc:  # faiss reports write errors as RuntimeError
+                self._files.remove_leftovers()
+                log.warning("the search index could not be saved (%s); serving it from memory", exc)
+                return
             self._unsaved = 0
 
     def _after_change(self, changed: int) -> None:

@@ -29,6 +29,10 @@ class FrameExists(GalleryError):
         self.frame_id = frame_id
 
 
+class StorageFull(GalleryError):
+    """The disk (or quota) holding the gallery is full: nothing was stored or deleted."""
+
+
 class StoreClosed(GalleryError):
     """The store was used after close()."""
 

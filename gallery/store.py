@@ -11,7 +11,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -26,6 +27,7 @@ from gallery.records import (
     FrameRecord,
     GalleryStats,
     SearchHit,
+    StorageFull,
     StoreClosed,
     StoreLocked,
     check_frame,
@@ -192,8 +194,7 @@ class GalleryStore:
         self, prepared: list[tuple[FrameInput, list[DetectionInput]]], now: float
     ) -> tuple[list[FrameRecord], np.ndarray]:
         connection = self._writer
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(connection):
             self._refuse_existing([f.frame_id for f, _ in prepared if f.frame_id is not None])
             first_id = self._last_detection_id() + 1
             connection.executemany(
@@ -212,10 +213,6 @@ class GalleryStore:
             records = self._records(prepared, first_id, now)
             if self._last_detection_id() != first_id - 1 + sum(len(d) for _, d in prepared):
                 raise RuntimeError("detection ids were not assigned consecutively")
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         vectors = [d.embedding for _, detections in prepared for d in detections]
         return records, np.array(vectors, dtype=np.float32).reshape(-1, self.dim)
 
@@ -264,17 +261,12 @@ class GalleryStore:
         with self._write_lock:
             self._check_open()
             connection = self._writer
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection):
                 rows = connection.execute(
                     "SELECT id FROM detections WHERE frame_id = ? AND model_id = ?",
                     (frame_id, self.model_id),
                 ).fetchall()
                 deleted = connection.execute("DELETE FROM frames WHERE id = ?", (frame_id,))
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
             self._vectors.remove(np.array([row[0] for row in rows], dtype=np.int64))
             return deleted.rowcount > 0
 
@@ -340,6 +332,16 @@ class GalleryStore:
         )
         return FrameRecord(*row, detections=detections)  # type: ignore[misc]  # row ends before detections
 
+    def frame_ids(self, prefix: str) -> set[str]:
+        """Stored frame ids that start with `prefix` (a bulk ingest skips what it stored).
+
+        A range over the primary key: every id that starts with `prefix` sorts at or after it
+        and before `prefix` + the largest character, and frame ids are ASCII."""
+        rows = self._reader().execute(
+            "SELECT id FROM frames WHERE id >= ? AND id < ?", (prefix, prefix + "\U0010ffff")
+        )
+        return {row[0] for row in rows}
+
     def stats(self) -> GalleryStats:
         """Counts per model; only this store's model is indexed and searched."""
         connection = self._reader()
@@ -371,6 +373,26 @@ def _vector_rows(records: list[FrameRecord], vectors: np.ndarray) -> VectorRows:
         [frame.timestamp for frame, _ in detections],
         [d.score for _, d in detections],
     )
+
+
+@contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error; a full disk is StorageFull."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            connection.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls back by itself on some errors (a full disk among them); a second
+            # ROLLBACK would fail and hide the real error.
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            raise StorageFull(f"the gallery's disk is full: {exc}") from exc
+        raise
 
 
 def _lock_data_dir(path: Path):

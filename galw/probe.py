@@ -11,7 +11,7 @@ The history is stored as gradients.json:
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,12 @@ class GradientProbe:
     task's magnitude is a mean over the same tensors. A task whose loss has no graph (a constant,
     e.g. no positives in the batch) or whose gradient is not finite (a skipped AMP step) gives
     no sample on that iteration.
+
+    In data-parallel training each process holds one shard of the batch; ``reduce_gradients``
+    (e.g. an all-reduce mean over the processes) then turns each task's per-shard gradients into
+    the whole batch's before the norms are taken, on every process alike. The norm of the mean
+    is the magnitude one process would measure on the whole batch; a mean of per-shard norms
+    would be larger, and more so with more processes.
     """
 
     def __init__(
@@ -111,8 +117,10 @@ class GradientProbe:
         tasks: Sequence[str],
         kinds: Mapping[str, str] | None = None,
         every: int = 1,
+        reduce_gradients: Callable[[list[Tensor]], list[Tensor]] | None = None,
     ) -> None:
         self.params = _split_named(shared_params)
+        self.reduce_gradients = reduce_gradients
         if not self.params:
             raise ValueError("the probe needs at least one shared parameter that requires grad")
         if every < 1:
@@ -150,11 +158,24 @@ class GradientProbe:
         return taken
 
     def _magnitude(self, loss: Tensor, grad_scale: float) -> float | None:
-        if not loss.requires_grad:
+        has_graph = loss.requires_grad
+        if not has_graph and self.reduce_gradients is None:
             return None
-        grads = torch.autograd.grad(
-            loss.float() * grad_scale, self.params, retain_graph=True, allow_unused=True
-        )
+        grads: Sequence[Tensor | None] = [None] * len(self.params)
+        if has_graph:
+            grads = torch.autograd.grad(
+                loss.float() * grad_scale, self.params, retain_graph=True, allow_unused=True
+            )
+        if self.reduce_gradients is not None:
+            # every process takes part, with zeros where its shard gave no gradient
+            filled = [
+                torch.zeros_like(p, dtype=torch.float32) if g is None else g.float()
+                for g, p in zip(grads, self.params, strict=True)
+            ]
+            flag = torch.tensor([float(has_graph)], device=self.params[0].device)
+            *grads, flag = self.reduce_gradients([*filled, flag])
+            if flag.item() == 0.0:
+                return None  # no process's loss had a graph
         with torch.no_grad():
             # an unused tensor (None) has a zero gradient: it adds 0 to the sum, 1 to the count
             norms = [torch.linalg.vector_norm(g.float()) for g in grads if g is not None]

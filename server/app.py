@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from server.deps import require_api_key
-from server.limits import BodyLimitMiddleware
+from server.deps import declare_api_key
+from server.limits import ApiKeyMiddleware, BodyLimitMiddleware
 from server.metrics import Metrics, MetricsMiddleware
-from server.problems import install_problem_handlers
+from server.problems import install_problem_handlers, problem_responses
 from server.routers import gallery, search, system
 from server.settings import Settings
 from server.state import ServiceState
@@ -48,15 +48,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     metrics.watch_gallery(*_gallery_size(state))
     install_problem_handlers(app)
-    keyed = [Depends(require_api_key)]
+    keyed, unauthorized = [Depends(declare_api_key)], problem_responses(401)
     app.include_router(system.health)
     app.include_router(system.protected)
-    app.include_router(gallery.router, dependencies=keyed)
-    app.include_router(search.router, dependencies=keyed)
-    # Outermost first: metrics see every answer, the 413 of the body limit included.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # The multipart parser stops at PS_MAX_FILES + 1 files, rather than spool up to its own
+    # default of 1000 before the route could count them.
+    app.include_router(
+        gallery.router,
+        dependencies=keyed,
+        responses=unauthorized,
+        form_limits={"max_files": settings.max_files},
+    )
+    app.include_router(search.router, dependencies=keyed, responses=unauthorized)
+    # Added innermost first. Metrics see every answer; the key is checked, then the body
+    # limit applied, before anything reads the body.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits={"/search": settings.max_search_body_bytes},
+    )
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, key=settings.api_key, open_paths=_open_paths(app))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _open_paths(app: FastAPI) -> set[str]:
+    """Routes that need no API key: liveness, readiness and the API docs."""
+    docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    return {"/healthz", "/readyz", *(path for path in docs if path)}
 
 
 def _gallery_size(state: ServiceState):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,11 +10,12 @@ from fastapi.security import APIKeyHeader
 
 from gallery.store import GalleryStore
 from inference.engine import Engine
+from server.limits import API_KEY_HEADER
 from server.problems import Problem
 from server.state import ServiceState
 
-# auto_error=False: a missing key is reported by require_api_key as problem+json.
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+# auto_error=False: a missing key is answered by ApiKeyMiddleware, as problem+json.
+api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
 
 def get_state(request: Request) -> ServiceState:
@@ -38,15 +38,10 @@ def get_ready(state: Annotated[ServiceState, Depends(get_state)]) -> Ready:
     return Ready(state, state.engine, state.store)
 
 
-def require_api_key(
-    state: Annotated[ServiceState, Depends(get_state)],
-    key: Annotated[str | None, Security(api_key_header)],
-) -> None:
-    expected = state.settings.api_key
-    if expected is None:
-        return
-    if key is None or not secrets.compare_digest(key.encode(), expected.encode()):
-        raise Problem(401, "unauthorized", "missing or wrong X-API-Key header")
+def declare_api_key(key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """Shows the X-API-Key scheme on a route in the OpenAPI document. The key is checked by
+    server.limits.ApiKeyMiddleware, before the request body is read, not here: FastAPI reads
+    a route's form before it runs its dependencies."""
 
 
 ReadyDep = Annotated[Ready, Depends(get_ready)]

@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import partial
 
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from gallery.records import FRAME_ID_PATTERN
-from server.imaging import DecodedImage, decode_image
+from server.imaging import DecodedImage, decode_image, image_size
 from server.problems import Problem
+from server.state import ServiceState
 
 
 async def read_image(
-    upload: UploadFile, name: str, max_bytes: int, max_pixels: int
+    upload: UploadFile, name: str, state: ServiceState, fit: tuple[int, int]
 ) -> DecodedImage:
-    """Read one uploaded file (at most max_bytes) and decode it off the event loop."""
+    """Read one uploaded file (at most PS_MAX_UPLOAD_MB) and decode it off the event loop,
+    shrunk to `fit` (the model's max_size), within the service's pixel budget."""
+    max_bytes, max_pixels = state.settings.max_upload_bytes, state.settings.max_pixels
     data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise Problem(
             413, "file-too-large", f"{name}: file is over {max_bytes} bytes (PS_MAX_UPLOAD_MB)"
         )
-    return await run_in_threadpool(decode_image, data, name, max_pixels)
+    width, height = await run_in_threadpool(image_size, data, name, max_pixels)
+    async with state.decode_budget.hold(width * height):
+        return await state.decode(partial(decode_image, data, name, max_pixels, fit))
 
 
 def upload_name(upload: UploadFile, field: str, position: int | None = None) -> str:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from inference.preprocess import fit_scale
 from server.problems import Problem
 
 # Formats a camera frame or a crop comes in. Restricting the list keeps PIL's rarer
 # decoders (and EPS, which shells out to Ghostscript) away from untrusted uploads.
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+# How files of those formats begin (WebP: RIFF, then "WEBP" at byte 8).
+SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
 MEDIA_TYPES = {
     ".jpg": "image/jpeg",
     ".png": "image/png",
@@ -24,51 +29,142 @@ MEDIA_TYPES = {
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An upload as the network needs it (HxWx3 uint8 RGB) plus its original bytes."""
+    """An upload as the network needs it (HxWx3 uint8 RGB, shrunk to the model's input size
+    when larger), its size as uploaded (after EXIF orientation) and its original bytes."""
 
     pixels: np.ndarray
     data: bytes
     suffix: str  # file extension of the original format, e.g. ".jpg"
+    width: int
+    height: int
 
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
+    def _ratios(self) -> np.ndarray:
+        held_h, held_w = self.pixels.shape[:2]
+        return np.array([self.width / held_w, self.height / held_h] * 2, dtype=np.float32)
 
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
+    def to_pixels(self, box: Sequence[float]) -> tuple[float, ...]:
+        """A box in uploaded-image coordinates, in `pixels` coordinates."""
+        return tuple((np.asarray(box, dtype=np.float32) / self._ratios()).tolist())
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """Boxes [N,4] in `pixels` coordinates, in uploaded-image coordinates."""
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * self._ratios()
 
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> DecodedImage:
+def image_size(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
+    """Width and height from the header alone; a Problem for anything decode_image refuses
+    before decoding (not an image, no pixels, over max_pixels)."""
+    _refuse_empty(data, name)
+    with _opened(data, name, max_pixels) as image:
+        return image.size
+
+
+def decode_image(
+    data: bytes, name: str, max_pixels: int, fit: tuple[int, int] | None = None
+) -> DecodedImage:
     """Decode `data`; bad input raises a Problem naming the upload (`name`).
 
     The pixel count is checked from the header before any pixel is decoded, so a
     decompression bomb costs nothing; it answers 413 like any other too-large upload.
     EXIF orientation is applied so boxes match the image as viewers show it.
+
+    With `fit` (a model card's max_size: long side, short side), an image larger than that is
+    shrunk to the size the engine would resize it to (so the engine does not resize again),
+    and JPEGs are decoded at a reduced scale to begin with: what stays in memory is the
+    model's input size, whatever the upload's. Each intermediate copy is dropped as soon as
+    the next exists.
     """
+    _refuse_empty(data, name)
+    with _opened(data, name, max_pixels) as opened:
+        try:
+            suffix = FORMATS[str(opened.format)]
+            width, height = opened.size
+            target = _fitted_size(width, height, fit)
+            if target is not None:
+                opened.draft("RGB", target)  # JPEG only: DCT scaling, >= target
+            opened.load()
+            if opened.getexif().get(ExifTags.Base.Orientation, 1) in QUARTER_TURNS:
+                width, height = height, width
+                target = None if target is None else (target[1], target[0])
+            ImageOps.exif_transpose(opened, in_place=True)  # a copy only when it turns
+            pixels = np.asarray(_shrunk_rgb(opened, target))
+        except Image.DecompressionBombError as exc:
+            raise _over_pillow_limit(name, max_pixels) from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            # PIL reports truncated or corrupt data as OSError/SyntaxError/ValueError.
+            raise Problem(
+                422, "unreadable-image", f"{name}: cannot decode the image ({exc})"
+            ) from exc
+    # Leaving the block closed `opened`, which frees its full-size pixels at once.
+    return DecodedImage(pixels, data, suffix, width, height)
+
+
+def _refuse_empty(data: bytes, name: str) -> None:
     if not data:
         raise Problem(422, "empty-file", f"{name}: the file is empty")
+
+
+@contextmanager
+def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[Image.Image]:
+    """The image opened from its header (nothing decoded), its size checked."""
     try:
-        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as image:
-            _check_pixels(image.size, name, max_pixels)
-            image.load()
-            suffix = FORMATS[str(image.format)]
-            pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        image = Image.open(io.BytesIO(data), formats=list(FORMATS))
     except UnidentifiedImageError as exc:
+        if data.startswith(SIGNATURES) or (data[:4], data[8:12]) == (b"RIFF", b"WEBP"):
+            # A supported format's file that Pillow cannot open: damaged (e.g. no pixels).
+            raise Problem(422, "unreadable-image", f"{name}: cannot read the image header") from exc
         raise Problem(
             415, "not-an-image", f"{name}: not an image in a supported format {sorted(FORMATS)}"
         ) from exc
     except Image.DecompressionBombError as exc:
-        # Pillow's own guard (far above PS_MAX_PIXELS) fires while opening; cite ours.
-        raise Problem(
-            413,
-            "image-too-large",
-            f"{name}: the image is over the limit of {max_pixels} pixels (PS_MAX_PIXELS)",
-        ) from exc
+        raise _over_pillow_limit(name, max_pixels) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # PIL reports truncated or corrupt data as OSError/SyntaxError/ValueError.
-        raise Problem(422, "unreadable-image", f"{name}: cannot decode the image ({exc})") from exc
-    return DecodedImage(pixels=np.ascontiguousarray(pixels), data=data, suffix=suffix)
+        raise Problem(422, "unreadable-image", f"{name}: cannot read the image ({exc})") from exc
+    with image:
+        _check_pixels(image.size, name, max_pixels)
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            raise Problem(
+                422,
+                "animated-image",
+                f"{name}: an animated or multi-page image ({frames} frames); send one still frame",
+            )
+        yield image
+
+
+def _over_pillow_limit(name: str, max_pixels: int) -> Problem:
+    # Pillow's own guard (far above PS_MAX_PIXELS) fires while opening; cite ours.
+    return Problem(
+        413,
+        "image-too-large",
+        f"{name}: the image is over the limit of {max_pixels} pixels (PS_MAX_PIXELS)",
+    )
+
+
+def _fitted_size(width: int, height: int, fit: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The size the engine resizes a width x height image to, if that is smaller."""
+    if fit is None:
+        return None
+    scale = fit_scale(width, height, fit)
+    if scale >= 1.0:
+        return None
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+# EXIF orientations that swap width and height.
+QUARTER_TURNS = (5, 6, 7, 8)
+# Modes Pillow resizes with proper filtering; others (palette, 1-bit, 16-bit, CMYK) are
+# turned into RGB first.
+RESIZABLE_MODES = ("RGB", "RGBA", "L", "LA")
+
+
+def _shrunk_rgb(image: Image.Image, target: tuple[int, int] | None) -> Image.Image:
+    """`image` (loaded, orientation applied) as RGB, at the target size when one is given."""
+    if image.mode not in RESIZABLE_MODES:
+        image = image.convert("RGB")
+    if target is not None and image.size != target:
+        image = image.resize(target, Image.Resampling.BILINEAR)
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from gallery.records import FrameExists, FrameRecord
+from gallery.records import FrameExists, FrameInput, FrameRecord
 from inference.engine import Detections
 from inference.files import write_bytes_atomic
 from server.imaging import DecodedImage
@@ -14,63 +15,59 @@ from server.state import ServiceState
 
 @dataclass(frozen=True)
 class PendingFrame:
-    """A checked upload waiting for its detections and its commit.
-
-    Only the file's bytes are kept between the check and the detection (decoded again then):
-    a batch of large frames never sits decoded in memory all at once.
-    """
+    """A checked upload waiting for its detections and its commit: decoded once, at the
+    model's input size (server.imaging), beside its original bytes."""
 
     frame_id: str
     name: str  # how errors name the upload
-    data: bytes
-    suffix: str
-    width: int
-    height: int
+    image: DecodedImage
     camera: str | None
     timestamp: float | None
 
-    @classmethod
-    def of(
-        cls,
-        frame_id: str,
-        name: str,
-        image: DecodedImage,
-        camera: str | None,
-        timestamp: float | None,
-    ) -> PendingFrame:
-        return cls(
-            frame_id, name, image.data, image.suffix, image.width, image.height, camera, timestamp
-        )
 
+def commit_frames(
+    state: ServiceState, frames: list[PendingFrame], found: list[Detections]
+) -> list[FrameRecord]:
+    """Write the images, then commit every frame in one transaction: all or none (blocking;
+    call from a worker thread).
 
-def commit_frame(state: ServiceState, frame: PendingFrame, found: Detections) -> FrameRecord:
-    """Write the image, then commit the frame (blocking; call from a worker thread).
-
-    Under the service's write lock, so the existence check, the file and the commit agree.
-    A crash between the file and the commit leaves only an orphan file, which the next
-    upload under that id overwrites; the commit is what acknowledges the frame.
+    Under the service's write lock, so the existence check, the files and the commit agree:
+    no image file of a stored frame is overwritten, and a batch refused with 409 leaves
+    nothing behind. A crash between the files and the commit leaves only orphan files, which
+    the next upload under those ids overwrites; the commit is what acknowledges the frames.
     """
     assert state.store is not None
-    relative = f"{state.frames_dir.name}/{frame.frame_id}{frame.suffix}"
+    paths = [f"{state.frames_dir.name}/{frame.frame_id}{frame.image.suffix}" for frame in frames]
     with state.write_lock:
-        if state.store.get_frame(frame.frame_id) is not None:
-            raise Problem(409, "frame-exists", f"frame {frame.frame_id!r} already exists")
-        path = state.settings.data_dir / relative
-        write_bytes_atomic(path, frame.data)
+        for frame in frames:
+            if state.store.get_frame(frame.frame_id) is not None:
+                raise Problem(409, "frame-exists", f"frame {frame.frame_id!r} already exists")
+        written: list[Path] = []
         try:
-            return state.store.add_frame(
-                frame_id=frame.frame_id,
-                camera=frame.camera,
-                timestamp=frame.timestamp,
-                width=frame.width,
-                height=frame.height,
-                image_path=relative,
-                detections=list(zip(found.boxes, found.scores, found.embeddings, strict=True)),
+            for frame, relative in zip(frames, paths, strict=True):
+                written.append(state.settings.data_dir / relative)
+                write_bytes_atomic(written[-1], frame.image.data)
+            return state.store.add_frames(
+                [
+                    FrameInput(
+                        frame_id=frame.frame_id,
+                        camera=frame.camera,
+                        timestamp=frame.timestamp,
+                        width=frame.image.width,
+                        height=frame.image.height,
+                        image_path=relative,
+                        detections=list(
+                            zip(boxes.boxes, boxes.scores, boxes.embeddings, strict=True)
+                        ),
+                    )
+                    for frame, relative, boxes in zip(frames, paths, found, strict=True)
+                ]
             )
-        except FrameExists as exc:  # only if another process shares this data dir
-            raise Problem(409, "frame-exists", str(exc)) from exc
-        except BaseException:
-            path.unlink(missing_ok=True)
+        except BaseException as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, FrameExists):  # only if another process shares this data dir
+                raise Problem(409, "frame-exists", str(exc)) from exc
             raise
 
 

@@ -1,31 +1,68 @@
-"""Request body size limit, enforced while the body streams in."""
+"""Request gates that run before the body is read: the API key, then the body size limit."""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Collection, Mapping
+
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.problems import problem_response
 
+API_KEY_HEADER = "X-API-Key"
+
+
+class ApiKeyMiddleware:
+    """Answer 401 to a request without the right X-API-Key before anything reads its body,
+    so an unauthenticated client cannot make the service receive or spool an upload.
+
+    Paths in `open_paths` (health, readiness, the docs) need no key.
+    """
+
+    def __init__(self, app: ASGIApp, key: str, open_paths: Collection[str]) -> None:
+        self.app = app
+        self.key = key.encode()
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get(API_KEY_HEADER)
+        if given is None or not secrets.compare_digest(given.encode(), self.key):
+            response = problem_response(
+                401, f"missing or wrong {API_KEY_HEADER} header", "unauthorized"
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
 
 class BodyLimitMiddleware:
-    """Answer 413 to a request whose body is larger than `max_bytes`.
+    """Answer 413 to a request whose body is larger than `max_bytes`, or than its path's own
+    limit in `path_limits` (e.g. /search, which takes one image).
 
     A declared Content-Length over the limit is refused before reading anything. A body that
     streams past the limit is cut off: the app sees the body end there, and whatever it
     answers is replaced by the 413 (FastAPI would otherwise report a truncated form as 400).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(limit, scope, receive, send)
             return
         received = 0
         exceeded = False
@@ -37,7 +74,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     exceeded = True
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
@@ -48,10 +85,9 @@ class BodyLimitMiddleware:
 
         await self.app(scope, limited_receive, guarded_send)
         if exceeded:
-            await self._refuse(scope, receive, send)
+            await self._refuse(limit, scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(
-            413, f"request body is over {self.max_bytes} bytes", "request-too-large"
-        )
+    @staticmethod
+    async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(413, f"request body is over {limit} bytes", "request-too-large")
         await response(scope, receive, send)

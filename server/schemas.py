@@ -82,3 +82,24 @@ class ModelOut(BaseModel):
 
 class Status(BaseModel):
     status: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="where: the request part, then the field")
+    msg: str
+    type: str | None
+
+
+class ProblemOut(BaseModel):
+    """An RFC 9457 problem: every error answer, as application/problem+json."""
+
+    type: str = Field(
+        description="urn:person-search:problem:<kind> (kinds in server/README.md), "
+        "or about:blank for a bare HTTP error"
+    )
+    title: str = Field(description="the HTTP status phrase")
+    status: int
+    detail: str = Field(description="what was wrong, naming the field or upload")
+    errors: list[ValidationIssue] | None = Field(
+        None, description="kind `validation` only: one entry per invalid field"
+    )

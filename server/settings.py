@@ -12,6 +12,8 @@ from gallery.vectors import MilvusConfig
 
 # Names accepted in PS_PROVIDERS, in the order ONNX Runtime should try them.
 PROVIDER_NAMES = ("tensorrt", "cuda", "cpu")
+# Room in a request body for the form fields and multipart framing besides the files.
+FORM_FIELDS_ROOM = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -29,6 +31,11 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(20.0, gt=0, description="largest accepted image file, MiB")
     max_pixels: int = Field(40_000_000, gt=0, description="largest accepted image, pixels")
     max_files: int = Field(32, ge=1, description="most image files in one POST /gallery")
+    decode_budget_pixels: int = Field(
+        40_000_000,
+        gt=0,
+        description="pixels being decoded at once, all requests together (bounds memory)",
+    )
     # A plain comma list, not a JSON array, so it reads naturally in a shell or compose file.
     providers: str = Field("cuda,cpu", description="ONNX Runtime providers to try, in order")
     inference_threads: int = Field(1, ge=1, description="concurrent model runs")
@@ -108,4 +115,9 @@ class Settings(BaseSettings):
     @property
     def max_body_bytes(self) -> int:
         """Whole-request limit: every allowed file at full size plus room for the form fields."""
-        return self.max_upload_bytes * self.max_files + 1024 * 1024
+        return self.max_upload_bytes * self.max_files + FORM_FIELDS_ROOM
+
+    @property
+    def max_search_body_bytes(self) -> int:
+        """/search takes one image: one file at full size plus room for the form fields."""
+        return self.max_upload_bytes + FORM_FIELDS_ROOM

@@ -11,11 +11,13 @@ from typing import TypeVar
 
 from gallery.store import GalleryStore
 from inference.engine import Engine
+from server.budget import PixelBudget
 from server.metrics import Metrics
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+DECODE_THREADS = 2
 
 
 class ServiceState:
@@ -35,6 +37,12 @@ class ServiceState:
         )
         # Serialises "write image file + commit frame" and "delete frame + image file".
         self.write_lock = threading.Lock()
+        self.decode_budget = PixelBudget(settings.decode_budget_pixels)
+        # Decoding on a few threads of its own, rather than any of the many request threads,
+        # keeps the large buffers it frees in a few malloc arenas, where the next decode
+        # reuses them (docs/BENCHMARKS.md: 8 concurrent 40-Mpixel searches peaked at 672 MiB
+        # on request threads, 507 MiB on these).
+        self.decode_pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
 
     @property
     def ready(self) -> bool:
@@ -51,6 +59,7 @@ class ServiceState:
             )
             engine.warm_up()
             self.frames_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_partial_images()
             self.store = GalleryStore(
                 self.settings.data_dir,
                 engine.model.model_id,
@@ -64,13 +73,23 @@ class ServiceState:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the service could not load its model or gallery")
 
+    def _remove_partial_images(self) -> None:
+        """Images a crash left half-written (inference.files.atomic_write's temp files)."""
+        for leftover in self.frames_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+
     async def infer(self, kind: str, function: Callable[[], T]) -> T:
         """Run `function` on the inference pool, timing it under `kind`."""
         loop = asyncio.get_running_loop()
         with self.metrics.inference_seconds.labels(kind).time():
             return await loop.run_in_executor(self.inference_pool, function)
 
+    async def decode(self, function: Callable[[], T]) -> T:
+        """Run an image decode on the decode pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, function)
+
     def close(self) -> None:
         self.inference_pool.shutdown(wait=True)
+        self.decode_pool.shutdown(wait=True)
         if self.store is not None:
             self.store.close()

@@ -42,6 +42,7 @@ class ServerProcess:
             **{f"PS_{name.upper()}": str(value) for name, value in settings.items()},
         }
         self.log_path = log_path
+        self.root = REPOSITORY  # the checkout whose `server` package runs
         self.process: subprocess.Popen | None = None
 
     def start(self, ready_timeout: float = 60.0) -> ServerProcess:
@@ -49,7 +50,7 @@ class ServerProcess:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server"],
-            cwd=REPOSITORY,
+            cwd=self.root,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

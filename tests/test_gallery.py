@@ -21,6 +21,7 @@ from gallery import (
     FrameExists,
     FrameInput,
     GalleryStore,
+    StorageFull,
     StoreClosed,
     StoreLocked,
 )
@@ -130,6 +131,15 @@ def test_stored_embedding_finds_itself_and_generated_ids(store: GalleryStore) ->
     assert len(record.frame_id) == 32 and record.model_id == "model-a"
     hit = store.search(embedding * 3.0, top_k=1)[0]
     assert hit.frame_id == record.frame_id and hit.similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_frame_ids_by_prefix(store: GalleryStore) -> None:
+    # f1, f10, f11 and f1x0 share the prefix "f1"; g0 sorts right after every "f..."
+    store.add_frames(make_frames(12) + make_frames(1, prefix="f1x") + make_frames(1, prefix="g"))
+    assert store.frame_ids("f1") == {"f1", "f10", "f11", "f1x0"}
+    assert store.frame_ids("f1x") == {"f1x0"}
+    assert store.frame_ids("g") == {"g0"} and store.frame_ids("h") == set()
+    assert len(store.frame_ids("")) == 14
 
 
 def test_filters_match_brute_force(store: GalleryStore) -> None:
@@ -361,6 +371,21 @@ def test_failed_batch_stores_nothing(store: GalleryStore) -> None:
     assert raised.value.frame_id == "f0"
     assert store.get_frame("new0") is None
     assert store.stats().detections == store.stats().index_size == 6
+
+
+def test_a_full_database_refuses_a_batch_cleanly(store: GalleryStore) -> None:
+    """SQLite's own limit on the file's pages stands in for a full disk (SQLITE_FULL)."""
+    store.add_frames(make_frames(2))
+    writer = store._writer  # the limit is a per-connection setting of the store's writer
+    (pages,) = writer.execute("PRAGMA page_count").fetchone()
+    writer.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StorageFull, match="full"):
+        store.add_frames(make_frames(200, prefix="big"))
+    assert store.get_frame("big0") is None
+    assert store.stats().detections == store.stats().index_size == 6
+    writer.execute(f"PRAGMA max_page_count = {pages * 1000}")
+    store.add_frames(make_frames(200, prefix="big"))
+    assert store.stats().detections == store.stats().index_size == 606
 
 
 @pytest.mark.parametrize("backend", ["faiss"])  # input checks come before any index

@@ -1,5 +1,5 @@
-"""Package boundaries: the service side (inference, gallery, server) needs neither torch nor
-anything of training/."""
+"""Package boundaries: the service side (inference, gallery, server) and the bulk ingest
+(ingest) need neither torch nor anything of training/."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from tests.imports import imported_modules
 
 REPO = Path(__file__).resolve().parents[1]
-SERVICE_PACKAGES = ("inference", "gallery", "server")
+SERVICE_PACKAGES = ("inference", "gallery", "server", "ingest")
 
 
 @pytest.mark.parametrize("package", SERVICE_PACKAGES)
@@ -33,6 +33,7 @@ def test_service_packages_import_with_torch_and_training_absent():
         "import gallery, gallery.store\n"
         "import server, server.__main__, server.app\n"
         "server.app.create_app()\n"
+        "import ingest.__main__, ingest.client, ingest.sources\n"
         "print('ok')\n"
     )
     done = subprocess.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import struct
 import threading
 import zlib
@@ -257,6 +258,27 @@ def test_delete_removes_the_frame_from_results(client: httpx.Client, gallery: di
     assert_problem(client.get(f"/gallery/frames/{copy_id}/image"), 404)
 
 
+def test_large_uploads_answer_in_their_own_pixels(
+    client: httpx.Client, gallery: dict, frames: list[Frame]
+) -> None:
+    """A frame or query larger than the model's input is decoded at that size; its boxes
+    still come back in the upload's pixels."""
+    frame, person = labelled_person(frames)
+    with Image.open(frame.path) as image:
+        large = image.convert("RGB").resize((image.width * 3, image.height * 3))
+    files = [("files", ("large.png", encode(large, "PNG"), "image/png"))]
+    response = client.post("/gallery", files=files, data={"frame_id": "large"})
+    assert response.status_code == 201, response.text
+    stored = response.json()["frames"][0]
+    assert (stored["width"], stored["height"]) == large.size
+    boxes = np.array([d["box"] for d in stored["detections"]]).reshape(-1, 4)
+    assert max(iou(box, frame.boxes[person] * 3) for box in boxes) >= 0.5
+    x1, y1, x2, y2 = frame.boxes[person] * 3
+    query = search(client, encode(large, "PNG"), box=f"{x1},{y1},{x2},{y2}", top_k="3").json()
+    assert iou(query["query"]["box"], frame.boxes[person] * 3) >= 0.5
+    assert client.delete("/gallery/frames/large").status_code == 204
+
+
 def test_metrics_count_requests_inference_and_gallery(client: httpx.Client, gallery: dict):
     client.get("/healthz")
     text = client.get("/metrics").text
@@ -283,8 +305,17 @@ def jpeg(width: int = 64, height: int = 128) -> bytes:
     return encode(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
 
 
+def animated_png() -> bytes:
+    buffer = io.BytesIO()
+    still = [Image.new("RGB", (32, 64), colour) for colour in ("red", "blue")]
+    still[0].save(buffer, "PNG", save_all=True, append_images=still[1:])
+    return buffer.getvalue()
+
+
 BAD_UPLOADS = {
     "not an image": (b"this is plain text, not an image", 415),
+    "png of width 0": (png_claiming_size(0, 64), 422),
+    "animated png": (animated_png(), 422),
     "truncated image": (jpeg()[:600], 422),
     "empty file": (b"", 422),
     "decompression bomb": (png_claiming_size(60_000, 60_000), 413),
@@ -354,8 +385,10 @@ def test_bad_ingest_requests(client: httpx.Client, gallery: dict, frames: list[F
     two = one + [("files", ("g.jpg", jpeg()))]
     assert_problem(client.post("/gallery", files=two, data={"frame_id": ["x1", "x1"]}), 409)
     assert_problem(client.post("/gallery", files=two, data={"frame_id": "only-one"}), 422)
-    too_many = one * (MAX_FILES + 1)
-    assert_problem(client.post("/gallery", files=too_many), 413)
+    tiny = [("files", ("f.jpg", b"x"))]  # 1001: over the multipart parser's own default
+    for files in (one * (MAX_FILES + 1), tiny * 1001):
+        body = assert_problem(client.post("/gallery", files=files), 413)
+        assert body["type"].endswith(":too-many-files")
     assert_problem(client.post("/gallery", data={"camera": "c1"}), 422)  # no files at all
     assert_problem(client.post("/gallery", json={"files": []}), 422)
     # A body over the whole-request limit is refused while it streams in.
@@ -425,6 +458,38 @@ def test_image_read_racing_its_delete_is_whole_or_404(server: ServerProcess) -> 
     assert outcomes.count(404) == 20 * 6
 
 
+def test_a_batch_is_stored_whole_or_not_at_all(server: ServerProcess) -> None:
+    """Two batches racing for one frame id: one is stored whole, the other answers 409 and
+    leaves none of its frames behind."""
+    rounds = 12
+    outcomes: dict[str, list[int]] = {"a": [], "b": []}
+
+    def post(side: str, start: threading.Barrier) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for round_ in range(rounds):
+                files = [("files", ("1.jpg", jpeg())), ("files", ("2.jpg", jpeg()))]
+                ids = [f"{side}-own{round_}", f"shared{round_}"]
+                start.wait()
+                response = http.post("/gallery", files=files, data={"frame_id": ids})
+                outcomes[side].append(response.status_code)
+
+    start = threading.Barrier(2)
+    racers = [threading.Thread(target=post, args=(side, start)) for side in outcomes]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for round_, statuses in enumerate(zip(outcomes["a"], outcomes["b"], strict=True)):
+            assert sorted(statuses) == [201, 409], statuses
+            for side, status in zip(outcomes, statuses, strict=True):
+                stored = http.get(f"/gallery/frames/{side}-own{round_}").status_code
+                assert stored == (200 if status == 201 else 404), (round_, side, status)
+                if status == 201:
+                    assert http.delete(f"/gallery/frames/{side}-own{round_}").status_code == 204
+            assert http.delete(f"/gallery/frames/shared{round_}").status_code == 204
+
+
 def test_unknown_and_path_like_frame_ids(client: httpx.Client, gallery: dict) -> None:
     for method in ("GET", "DELETE"):
         assert_problem(client.request(method, "/gallery/frames/nope"), 404)
@@ -476,3 +541,32 @@ def test_api_key_guards_everything_but_health(overfit_run, tmp_path: Path) -> No
         assert response.status_code == 201, response.text
         url = response.json()["frames"][0]["image_url"]
         assert url == "https://ps.example/base/gallery/frames/pub/image"
+        assert_key_checked_before_the_body(keyed)
+
+
+def status_before_the_body(server: ServerProcess, path: str, headers: dict[str, str]) -> int | None:
+    """Send only a POST's head (its body never comes): the status answered within a few
+    seconds, or None when the service waits for the body."""
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
+        connection.sendall(head.encode())
+        try:
+            status_line = connection.makefile("rb").readline()
+        except TimeoutError:
+            return None
+    return int(status_line.split()[1]) if status_line else None
+
+
+def assert_key_checked_before_the_body(keyed: ServerProcess) -> None:
+    """Without the key, a large upload is refused from its head, never received; /search's
+    own (one image) body limit holds for a keyed client as well."""
+    multipart = "multipart/form-data; boundary=x"
+    huge = {"Content-Type": multipart, "Content-Length": str(300 * 1024 * 1024)}
+    for path in ("/gallery", "/search"):
+        assert status_before_the_body(keyed, path, huge) == 401
+    no_boundary = {"Content-Type": "multipart/form-data", "Content-Length": "0"}
+    assert status_before_the_body(keyed, "/gallery", no_boundary) == 401
+    # default PS_MAX_UPLOAD_MB (20 MiB) + 1 MiB of fields; /gallery takes 32 such files
+    over_one_image = {**huge, "Content-Length": str(22 * 1024 * 1024), "X-API-Key": "s3cret"}
+    assert status_before_the_body(keyed, "/search", over_one_image) == 413

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import signal
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,6 +15,7 @@ import pytest
 from server.testing import ServerProcess
 from tests.test_server_api import (
     MIN_DETECTION_SCORE,
+    assert_problem,
     ingest,
     labelled_person,
     person_crop,
@@ -128,5 +132,74 @@ def test_sigkill_while_ingesting_loses_no_acknowledged_frame(
                 f for f in acknowledged if client.get(f"/gallery/frames/{f}").json()["detections"]
             ]
             assert with_people and set(with_people) <= found
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MiB file system (tmpfs) that the test can fill."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(disk: Path, name: str) -> None:
+    """Write into `disk` until it has no byte left."""
+    with open(disk / name, "ab", buffering=0) as filler:
+        for size in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    filler.write(b"\0" * size)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC
+
+
+def test_a_full_disk(overfit_run, model_path: Path, small_disk: Path) -> None:
+    """A full disk answers 507 and stores nothing; the service restarts and serves on it
+    (the index is rebuilt in memory, not saved); it stores again once there is room."""
+    frames = synthetic_frames(overfit_run.root)[:5]
+    data_dir = small_disk / "data"
+    server = start(model_path, data_dir)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert ingest(client, frames[:4]).status_code == 201
+            fill(small_disk, "filler-1")
+            body = assert_problem(ingest(client, frames[4:]), 507)
+            assert body["type"].endswith(":insufficient-storage")
+            assert_problem(client.get(f"/gallery/frames/{frames[4].frame_id}"), 404)
+            deleted = client.delete(f"/gallery/frames/{frames[0].frame_id}")
+            assert deleted.status_code in (204, 507), deleted.text
+            if deleted.status_code == 507:
+                assert client.get(f"/gallery/frames/{frames[0].frame_id}").status_code == 200
+            assert not list((data_dir / "frames").glob(".*.tmp"))
+            kept = client.get("/gallery/stats").json()["frames"]
+    finally:
+        server.stop()
+    # Start-up must not need to write: no saved index to load, and no room to save one.
+    for derived in ("index.faiss", "index.json"):
+        (data_dir / derived).unlink(missing_ok=True)
+    (data_dir / "frames" / ".half-written.jpg.tmp").write_bytes(b"\xff\xd8")
+    fill(small_disk, "filler-2")
+    server = start(model_path, data_dir)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            stats = client.get("/gallery/stats").json()
+            assert stats["frames"] == kept and stats["index_size"] == stats["detections"] > 0
+            assert stats["index_origin"].startswith("rebuilt")
+            frame, person = labelled_person(frames[:4])
+            assert found_frames(client, person_crop(frame, person))
+            assert not list((data_dir / "frames").glob(".*.tmp"))  # removed at start
+            for filler in ("filler-1", "filler-2"):
+                (small_disk / filler).unlink()
+            assert ingest(client, frames[4:]).status_code == 201
     finally:
         server.stop()

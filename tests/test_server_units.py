@@ -3,8 +3,10 @@ engine's coordinate mapping and query fallback on the model trained in this sess
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from pydantic import ValidationError
 from inference.boxes import box_iou
 from inference.card import ModelError, load_model_card
 from inference.engine import Engine
-from inference.preprocess import load_rgb
+from inference.preprocess import load_rgb, resize_and_pad
+from server.budget import PixelBudget
 from server.forms import parse_box, parse_timestamp, per_file
 from server.imaging import decode_image
 from server.problems import Problem
@@ -118,6 +121,60 @@ def test_decoding_modes_orientation_and_formats() -> None:
     with pytest.raises(Problem) as caught:  # a real image, but not a format we accept
         decode_image(_encoded(Image.new("RGB", (8, 8)), "GIF"), "x", 10_000)
     assert caught.value.status == 415
+    pages = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue")]
+    for fmt in ("PNG", "WEBP", "TIFF"):  # animated PNG and WebP, multi-page TIFF
+        with pytest.raises(Problem) as caught:
+            decode_image(_encoded(pages[0], fmt, save_all=True, append_images=pages[1:]), "x", 99)
+        assert (caught.value.status, caught.value.kind) == (422, "animated-image")
+
+
+def test_large_images_are_decoded_at_the_model_size() -> None:
+    """What stays decoded is the size the engine feeds the network, not the upload's; boxes
+    map between the two."""
+    fit = (960, 540)
+    rng = np.random.default_rng(0)
+    # PNG: decoded whole, then shrunk exactly as the engine would have shrunk it.
+    noise = Image.fromarray(rng.integers(0, 255, (1800, 3200, 3), dtype=np.uint8))
+    png = decode_image(_encoded(noise, "PNG"), "x", 10**8, fit)
+    assert png.pixels.shape == (540, 960, 3) and (png.width, png.height) == (3200, 1800)
+    engine_view = resize_and_pad(np.asarray(noise), max_size=fit, divisor=1).image
+    np.testing.assert_array_equal(png.pixels, engine_view.transpose(1, 2, 0))
+    np.testing.assert_allclose(
+        png.to_original(np.array([[96, 54, 960, 540]])), [[320, 180, 3200, 1800]]
+    )
+    np.testing.assert_allclose(png.to_pixels((320, 180, 3200, 1800)), (96, 54, 960, 540))
+    # A 6300 x 6300 PNG of a few KB (the memory attack) holds 540 x 540 pixels.
+    flat = decode_image(_encoded(Image.new("RGB", (6300, 6300), (9, 9, 9)), "PNG"), "x", 10**8, fit)
+    assert flat.pixels.shape == (540, 540, 3) and (flat.width, flat.height) == (6300, 6300)
+    # JPEG: decoded at a reduced DCT scale, then to the same size; EXIF turns are applied.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    turned = decode_image(_encoded(noise, "JPEG", exif=exif), "x", 10**8, fit)
+    assert (turned.width, turned.height) == (1800, 3200)
+    assert turned.pixels.shape == (960, 540, 3)
+    # Smaller than the model's size: kept as it is (the engine may enlarge it).
+    small = decode_image(_encoded(Image.new("RGB", (300, 200)), "PNG"), "x", 10**8, fit)
+    assert small.pixels.shape == (200, 300, 3)
+
+
+def test_pixel_budget_is_never_exceeded() -> None:
+    budget = PixelBudget(100)
+    seen: list[int] = []
+
+    async def decode(pixels: int) -> None:
+        async with budget.hold(pixels):
+            seen.append(budget.in_use)
+            await asyncio.sleep(random.random() / 100)
+
+    async def many() -> None:
+        sizes = [random.randint(1, 100) for _ in range(60)] + [10_000]  # one over the budget
+        await asyncio.gather(*(decode(size) for size in sizes))
+
+    random.seed(0)
+    asyncio.run(many())
+    assert len(seen) == 61 and max(seen) <= 100 and budget.peak <= 100
+    assert budget.peak > 100 // 2  # several held at once: it is a budget, not a mutex
+    assert budget.in_use == 0
 
 
 @pytest.fixture(scope="module")

@@ -69,3 +69,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def split_rng_by_rank(rank: int) -> None:
+    """Give process ``rank`` of a data-parallel run random streams of its own, derived from the
+    state every process shares (rank 0 keeps it): the RPN and ROI samplers of different
+    processes then draw independently."""
+    if rank == 0:
+        return
+    seed_everything(int(torch.randint(2**62, ())) + rank)

@@ -2,6 +2,10 @@
 
 Each step leaves its artefacts in the run directory; RUN/checkpoints/last.pth always holds the
 latest state of the phase being trained, so ``--resume`` picks up where a run stopped.
+
+Under ``torchrun`` every process runs this sequence on its share of each batch; rank 0 alone
+writes the artefacts, evaluates and exports (docs/ARCHITECTURE.md, "Training on several
+processes").
 """
 
 from __future__ import annotations
@@ -15,16 +19,24 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torch import nn
 
 from galw.grouping import Grouping, build_grouping
 from galw.probe import GalwFileError, GradientHistory, GradientProbe
 from galw.weighting import build_weighting
 from inference.files import write_bytes_atomic
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
+from training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    split_rng_by_rank,
+)
 from training.data import load_dataset
 from training.data.attributes import load_attribute_labels
 from training.data.base import DatasetError
 from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages, collate
+from training.distributed import SINGLE_PROCESS, TrainingProcesses
 from training.evaluate_and_export import card_fields, evaluate_model, export_model
 from training.export import CARD_KEY
 from training.model import build_model
@@ -35,6 +47,7 @@ from training.plots import plot_embedding_spread
 from training.run_config import RunConfig
 from training.synth.generate import RECIPE_FILE
 from training.train_loop import (
+    INTERRUPTED,
     EpochEnd,
     Phase,
     PhaseEnvironment,
@@ -58,20 +71,43 @@ class RunError(RuntimeError):
 
 def run_algorithm(config: RunConfig, resume: bool = False, command: str | None = None) -> int:
     """Run (or resume) Algorithm 1 with a checked config; returns the process exit code.
-    ``command`` (the command line that started the run) is kept in config.json and the card."""
+    ``command`` (the command line that started the run) is kept in config.json and the card.
+    Under torchrun, this process is one of several (training.distributed)."""
+    processes = TrainingProcesses.from_environment()
+    device = _device(config.device, processes)
+    processes.start(device)
+    try:
+        return _run(config, resume, command, processes, device)
+    finally:
+        processes.close()
+
+
+def _run(
+    config: RunConfig,
+    resume: bool,
+    command: str | None,
+    processes: TrainingProcesses,
+    device: torch.device,
+) -> int:
     run = RunDir(config.out)
     if not resume and run.config.exists():
         raise RunError(f"{config.out} already holds a run; add --resume or choose another --out")
-    device = _device(config.device)
     train = _load(config.dataset, config.data_root, "train")
+    if config.batch_size < processes.world_size:
+        raise RunError(
+            f"--batch-size {config.batch_size} is the global batch: it needs at least one image "
+            f"for each of the {processes.world_size} processes"
+        )
+    processes.barrier()  # every process has looked for an earlier run before rank 0 writes
     if not resume:
         config = _choose_sizes(config, train.images)
-        run.root.mkdir(parents=True, exist_ok=True)
-        _write_json(run.config, _config_record(config, train, command))
+        if processes.is_main:
+            run.root.mkdir(parents=True, exist_ok=True)
+            _write_json(run.config, _config_record(config, train, command))
     phases = config.phases
     _explain_plan(config)
-    state = _resume_state(run, phases) if resume else None
-    training = TrainingRun(config, run, train, device)
+    state = _resume_state(run, phases, processes) if resume else None
+    training = TrainingRun(config, run, train, device, processes)
     stop = StopRequest(budget=config.stop_after_iters)
     try:
         if "probe" in phases and (state is None or state["phase"] == "probe"):
@@ -82,13 +118,22 @@ def run_algorithm(config: RunConfig, resume: bool = False, command: str | None =
     except TrainingStopped as stopped:
         log(
             f"{stopped.reason}: checkpoint saved to {stopped.checkpoint}\n"
-            f"resume with: python -m training.galw --out {config.out} --resume"
+            f"resume with: {_resume_command(config, processes)}"
         )
-        return 130 if "Ctrl-C" in stopped.reason else 0
+        return 130 if stopped.reason == INTERRUPTED else 0
     except KeyboardInterrupt:
         log("aborted by a second Ctrl-C; the last periodic checkpoint is in " + str(run.last))
         return 130
+    if not processes.is_main:
+        return 0  # rank 0 evaluates and exports
     return training.finish(model, grouping)
+
+
+def _resume_command(config: RunConfig, processes: TrainingProcesses) -> str:
+    command = f"-m training.galw --out {config.out} --resume"
+    if processes.distributed:
+        return f"torchrun --nproc_per_node {processes.world_size} {command}"
+    return f"python {command}"
 
 
 class RunDir:
@@ -113,8 +158,17 @@ class TrainingRun:
     """One run of Algorithm 1: its config, data, device and directory, and its steps (probe,
     grouping, main run, finish)."""
 
-    def __init__(self, config: RunConfig, run: RunDir, train, device: torch.device) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        run: RunDir,
+        train,
+        device: torch.device,
+        processes: TrainingProcesses = SINGLE_PROCESS,
+    ) -> None:
         self.config, self.run, self.train, self.device = config, run, train, device
+        self.processes = processes
+        self.sync_batch_norm = _use_sync_batch_norm(config.sync_bn, processes, device)
         self.tasks, self.kinds = list(TASKS), dict(TASK_KINDS)
         attributes = None
         if config.attributes is not None:
@@ -141,6 +195,10 @@ class TrainingRun:
             attr_dim=self.attr_dim,
             backbone_weights=self.config.backbone_weights,
         )
+        split_rng_by_rank(self.processes.rank)  # own sampler draws per process, after the init
+        if self.sync_batch_norm:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.collectives = self.processes.batch_collectives()
         return model.to(self.device)
 
     def _schedule(self, epochs: int, lr_steps: tuple[int, ...]) -> Schedule:
@@ -168,6 +226,7 @@ class TrainingRun:
             self.device,
             amp=self.config.amp,
             probe=probe,
+            processes=self.processes,
         )
 
     def _environment(
@@ -197,8 +256,9 @@ class TrainingRun:
             "max_size": list(max_size),
         }
 
-    def run_probe(self, state: dict | None, stop: StopRequest) -> None:
-        """First training with plain weights, recording the per-task gradient magnitudes."""
+    def run_probe(self, state: dict | None, stop: StopRequest) -> GradientHistory:
+        """First training with plain weights, recording the per-task gradient magnitudes
+        (of the global batch: each task's gradients are averaged over the processes first)."""
         model = self._model()
         weighting = build_weighting("fixed", self.tasks, self.kinds)
         batches = EpochBatches.count(len(self.images), self.config.batch_size)
@@ -207,6 +267,9 @@ class TrainingRun:
             self.tasks,
             self.kinds,
             every=max(1, batches // self.config.probe_samples),
+            reduce_gradients=(
+                self.processes.average_tensors if self.processes.distributed else None
+            ),
         )
         schedule = self._schedule(self.config.probe_epochs, self.config.probe_lr_steps())
         phase = self._phase("probe", model, weighting, schedule, probe)
@@ -220,21 +283,37 @@ class TrainingRun:
         phase.run(self._environment(stop, {}, epoch_end=[probe_magnitudes]))
         log(f"probe run finished ({time.monotonic() - started:.1f} s in this process)")
         history = probe.history()
-        history.save(self.run.gradients)
-        _plot(
-            "gradient magnitudes",
-            "plot_gradient_magnitudes",
-            history.magnitudes,
-            self.run.gradient_plot,
-        )
+        if self.processes.is_main:
+            history.save(self.run.gradients)
+            _plot(
+                "gradient magnitudes",
+                "plot_gradient_magnitudes",
+                history.magnitudes,
+                self.run.gradient_plot,
+            )
         log(f"probe done: gradient magnitudes in {self.run.gradients}")
+        return history
 
     def choose_grouping(self, state: dict | None) -> Grouping | None:
-        """The task groups of the main run (None for fixed weights), written to groups.json."""
+        """The task groups of the main run (None for fixed weights), written to groups.json;
+        rank 0 chooses them and tells the other processes."""
         if state is not None and state.get("grouping") is not None:
             return Grouping(**state["grouping"])
         if self.config.weighting == "fixed":
             return None
+        chosen: tuple[dict | None, str | None] = (None, None)
+        if self.processes.is_main:
+            try:
+                chosen = (self._group_tasks().to_dict(), None)
+            except RunError as error:
+                chosen = (None, str(error))
+        grouping, error = self.processes.broadcast_object(chosen)
+        if error is not None:
+            raise RunError(error)
+        return Grouping(**grouping)
+
+    def _group_tasks(self) -> Grouping:
+        """Group the tasks as the config says; save groups.json."""
         strategy = self.config.grouping
         try:
             if strategy is None:
@@ -305,9 +384,12 @@ class TrainingRun:
         targets = [{k: v.to(self.device) for k, v in t[0].items()} for _, t in samples]
         return images, targets
 
-    def _embedding_spread(self, end: EpochEnd) -> dict[str, Any]:
+    def _embedding_spread(self, end: EpochEnd) -> dict[str, Any] | None:
         """Per epoch: how far apart different people's embeddings are in each branch (on the
-        same few training frames every epoch), with a warning when a branch collapses."""
+        same few training frames every epoch), with a warning when a branch collapses. Measured
+        by rank 0 (the processes hold the same model)."""
+        if not self.processes.is_main:
+            return None
         images, targets = self._spread_frames
         spread = embedding_spread(end.phase.model, images, targets)
         log(
@@ -327,6 +409,8 @@ class TrainingRun:
 
     def finish(self, model: torch.nn.Module, grouping: Grouping | None) -> int:
         """Plots, final checkpoint, evaluation and export of a finished main run."""
+        if self.sync_batch_norm:
+            model = self._without_sync_batch_norm(model)
         if self.weighting.sigmas():
             _plot("sigmas", "plot_sigmas", _main_steps(self.run.log), self.run.sigma_plot)
         try:
@@ -365,6 +449,33 @@ class TrainingRun:
             log(f"export took {time.monotonic() - started:.1f} s")
         return 0
 
+    def _without_sync_batch_norm(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The trained weights in the plain network (BatchNorm, not SyncBatchNorm), which
+        evaluation and the exporter know; the state dicts of the two are the same."""
+        plain = build_model(
+            self.config.config,
+            num_ids=self.train.num_ids,
+            queue_size=self.train.queue_size,
+            attr_dim=self.attr_dim,
+        )
+        plain.load_state_dict(model.state_dict())
+        return plain.to(self.device)
+
+
+def _use_sync_batch_norm(option: str, processes: TrainingProcesses, device: torch.device) -> bool:
+    """--sync-bn auto: SyncBatchNorm when several processes train on CUDA; torch's
+    SyncBatchNorm has no CPU implementation, so on the CPU each process keeps its statistics."""
+    if option == "off" or not processes.distributed:
+        return False
+    if device.type != "cuda":
+        if option == "on":
+            raise RunError(
+                "--sync-bn on: torch's SyncBatchNorm runs on CUDA only; this run is on the CPU "
+                "(--sync-bn auto lets each process normalise its own shard)"
+            )
+        return False
+    return True
+
 
 def _main_records(log_path: Path) -> list[dict]:
     records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
@@ -375,9 +486,9 @@ def _main_steps(log_path: Path) -> list[dict]:
     return [r for r in _main_records(log_path) if r.get("event") == "step"]
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str, processes: TrainingProcesses = SINGLE_PROCESS) -> torch.device:
     try:
-        device = torch.device(name)
+        device = processes.device(name)
     except RuntimeError as error:
         raise RunError(f"--device {name}: {error}") from error
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -428,18 +539,23 @@ def _explain_plan(config: RunConfig) -> None:
     log(f"probe run skipped: {why}")
 
 
-def _resume_state(run: RunDir, phases: tuple[str, ...]) -> dict | None:
-    """The last checkpoint (None when the run stopped before its first one)."""
+def _resume_state(
+    run: RunDir, phases: tuple[str, ...], processes: TrainingProcesses = SINGLE_PROCESS
+) -> dict | None:
+    """The last checkpoint (None when the run stopped before its first one); every process
+    reads it, rank 0 drops the log records written after it."""
     if not run.last.exists():
         log("no checkpoint yet: starting the run from the beginning")
-        run.log.unlink(missing_ok=True)
+        if processes.is_main:
+            run.log.unlink(missing_ok=True)
         return None
     try:
         state = load_checkpoint(run.last)
     except CheckpointError as error:
         raise RunError(str(error)) from error
     progress = state["progress"]
-    truncate_log(run.log, state["phase"], progress["iteration"], phases)
+    if processes.is_main:
+        truncate_log(run.log, state["phase"], progress["iteration"], phases)
     log(
         f"resuming the {state['phase']} run at epoch {progress['epoch']}, "
         f"batch {progress['batch']} (iteration {progress['iteration']})"

@@ -23,8 +23,9 @@ from training.model.tasks import REFERENCE_FIXED_WEIGHTS, TASKS
 WEIGHTINGS = ("galw", "rulwf", "ulwf", "fixed")
 GROUPINGS = ("slope", "branch", "random")
 QUERY_EMBEDDINGS = ("detection", "box")
+SYNC_BN = ("auto", "on", "off")
 # Options taken from the command line on --resume; everything else comes from config.json.
-RUNTIME_OPTIONS = ("device", "workers", "stop_after_iters", "no_progress")
+RUNTIME_OPTIONS = ("device", "workers", "stop_after_iters", "no_progress", "sync_bn")
 # The reference schedule: 24 epochs, lr x0.1 at epochs 16 and 22, lr 0.0015 for batch 5.
 REFERENCE_EPOCHS, REFERENCE_STEPS = 24, (16, 22)
 REFERENCE_LR, REFERENCE_BATCH = 0.0015, 5
@@ -73,6 +74,7 @@ class RunConfig:
     seed: int = 0
     # running (RUNTIME_OPTIONS may change on --resume)
     device: str = "cpu"
+    sync_bn: str = "auto"  # SyncBatchNorm under torchrun: auto (on CUDA), on, off
     workers: int = 4
     log_every: int = 20
     checkpoint_every: int = 500
@@ -178,6 +180,7 @@ class RunConfig:
             amp=args.amp,
             seed=args.seed,
             device=args.device,
+            sync_bn=args.sync_bn,
             workers=args.workers,
             log_every=args.log_every,
             checkpoint_every=args.checkpoint_every,

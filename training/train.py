@@ -11,6 +11,9 @@ The probe is skipped when the grouping does not need it (--grouping branch|rando
 ungrouped --weighting). Everything lands in --out; ``--out RUN --resume`` continues a stopped or
 crashed run from its last checkpoint with the options saved in RUN/config.json.
 
+``torchrun --nproc_per_node N -m training.galw ...`` trains on N processes (CPU: gloo; CUDA: one
+GPU each, NCCL) with one model and one set of OIM memories; --batch-size is then the global batch.
+
 This module parses the command line into a ``training.run_config.RunConfig``;
 ``training.pipeline`` runs it.
 """
@@ -32,6 +35,7 @@ from training.run_config import (
     REFERENCE_EPOCHS,
     REFERENCE_SEARCH_THRESHOLDS,
     RUNTIME_OPTIONS,
+    SYNC_BN,
     WEIGHTINGS,
     OptionError,
     RunConfig,
@@ -102,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=REFERENCE_EPOCHS)
-    train.add_argument("--batch-size", type=int, default=REFERENCE_BATCH)
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=REFERENCE_BATCH,
+        help="images per iteration; under torchrun the global batch, shared by the processes",
+    )
     train.add_argument("--lr", type=float, help="base lr (default: 0.0015 x batch / 5)")
     train.add_argument(
         "--optimizer",
@@ -125,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("running")
     run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    run.add_argument(
+        "--sync-bn",
+        choices=SYNC_BN,
+        default="auto",
+        help="under torchrun, turn BatchNorm layers into SyncBatchNorm (auto: on CUDA; torch "
+        "has none for the CPU); GroupNorm and frozen BatchNorm need nothing",
+    )
     run.add_argument("--workers", type=int, default=4, help="data loader processes")
     run.add_argument("--log-every", type=int, default=20, help="iterations between log records")
     run.add_argument("--checkpoint-every", type=int, default=500, help="iterations between saves")

@@ -5,6 +5,9 @@ gradient probe, JSON-lines logging and resumable checkpoints.
 The phase's position (epoch, next batch, iterations done) plus the model, optimiser, scaler,
 weighting, probe and RNG states make up its checkpoint; with the deterministic batch order of
 ``training.data.torch_dataset`` a run resumed from it repeats the uninterrupted run.
+
+With several processes (``training.distributed``) each trains on its share of every batch
+through DDP; they agree on every stop, and rank 0 alone logs and saves.
 """
 
 from __future__ import annotations
@@ -20,17 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from galw.probe import GradientProbe
 from galw.weighting import LossWeighting
-from training.checkpoint import rng_state, save_checkpoint, set_rng_state
+from training.checkpoint import rng_state, save_checkpoint, set_rng_state, split_rng_by_rank
 from training.data.torch_dataset import EpochBatches, TrainImages, epoch_loader
+from training.distributed import SINGLE_PROCESS, TrainingProcesses
 
 
 def log(message: str) -> None:
-    """A progress message on stderr, beside the progress bar (stdout stays free)."""
+    """A progress message on stderr, beside the progress bar (stdout stays free); with several
+    processes, rank 0's only."""
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
     tqdm.write(f"[galw] {message}", file=sys.stderr)
 
 
@@ -125,6 +133,11 @@ class PhaseEnvironment:
     epoch_end: tuple[EpochEndCallback, ...] = ()
 
 
+BUDGET_SPENT = "iteration budget (--stop-after-iters) spent"
+INTERRUPTED = "interrupted (Ctrl-C)"
+STOP_REASONS = (None, BUDGET_SPENT, INTERRUPTED)  # in increasing precedence
+
+
 @dataclass
 class StopRequest:
     """A stop asked for by Ctrl-C or by an iteration budget; checked between iterations."""
@@ -137,7 +150,15 @@ class StopRequest:
         if self.budget is not None:
             self.budget -= 1
             if self.budget <= 0 and self.reason is None:
-                self.reason = "iteration budget (--stop-after-iters) spent"
+                self.reason = BUDGET_SPENT
+
+    def agree(self, processes: TrainingProcesses, device: torch.device) -> bool:
+        """Whether any process asked for a stop; if so, every process takes the reason of
+        highest precedence (a Ctrl-C on any rank stops them all as interrupted)."""
+        code = processes.max_int(STOP_REASONS.index(self.reason), device)
+        if code > 0:
+            self.reason = STOP_REASONS[code]
+        return code > 0
 
     @contextmanager
     def handling_sigint(self) -> Iterator[None]:
@@ -147,7 +168,7 @@ class StopRequest:
             self._interrupts += 1
             if self._interrupts > 1:
                 raise KeyboardInterrupt
-            self.reason = "interrupted (Ctrl-C)"
+            self.reason = INTERRUPTED
 
         previous = signal.signal(signal.SIGINT, on_sigint)
         try:
@@ -179,7 +200,10 @@ class Phase:
         device: torch.device,
         amp: str = "auto",
         probe: GradientProbe | None = None,
+        processes: TrainingProcesses = SINGLE_PROCESS,
     ) -> None:
+        """With several ``processes``, ``batch_size`` is the global batch (each process trains
+        on its share) and the model is trained through DDP."""
         self.name, self.model, self.weighting, self.images = name, model, weighting, images
         self.batch_size, self.schedule, self.device, self.probe = (
             batch_size,
@@ -187,6 +211,8 @@ class Phase:
             device,
             probe,
         )
+        self.processes = processes
+        self.trainer = processes.wrap(model)  # what a step calls; model itself is saved
         self.amp_dtype = autocast_dtype(device, amp)
         self.progress = Progress()
         self.optimizer = build_optimizer(model, weighting, schedule)
@@ -224,7 +250,18 @@ class Phase:
         self.scaler.load_state_dict(state["scaler"])
         if self.probe is not None:
             self.probe.load_state_dict(state["probe"])
-        set_rng_state(state["rng"])
+        saved = state.get("rng_ranks") or [state["rng"]]
+        rank, world_size = self.processes.rank, self.processes.world_size
+        if len(saved) == world_size:
+            set_rng_state(saved[rank])
+            return
+        log(
+            f"the checkpoint holds the random state of {len(saved)} process(es), this run has "
+            f"{world_size}: each process continues with a random state of its own, and the run "
+            "will not repeat an uninterrupted one exactly"
+        )
+        set_rng_state(saved[0])
+        split_rng_by_rank(rank)
 
     def run(self, env: PhaseEnvironment) -> None:
         """Train to the end of the schedule, or raise TrainingStopped after checkpointing."""
@@ -235,8 +272,9 @@ class Phase:
             desc=self.name,
             unit="it",
             dynamic_ncols=True,
-            disable=not env.show_progress,
+            disable=not (env.show_progress and self.processes.is_main),
         )
+        self._interval = (time.monotonic(), 0)  # throughput since the last log record
         self.model.train()
         with bar, env.stop.handling_sigint():
             while not self.finished:
@@ -251,14 +289,20 @@ class Phase:
         """Run the epoch-end callbacks; log the records they return."""
         for callback in env.epoch_end:
             record = callback(EpochEnd(self, self.progress.epoch))
-            if record is not None:
+            if record is not None and self.processes.is_main:
                 defaults = {"phase": self.name, "epoch": self.progress.epoch}
                 _append_jsonl(env.log_path, {**defaults, "step": self.progress.iteration, **record})
 
     def _run_epoch(self, env: PhaseEnvironment, bar: tqdm) -> None:
         epoch = self.progress.epoch
         loader = epoch_loader(
-            self.images, self.batch_size, epoch, start=self.progress.batch, workers=env.workers
+            self.images,
+            self.batch_size,
+            epoch,
+            start=self.progress.batch,
+            workers=env.workers,
+            rank=self.processes.rank,
+            world_size=self.processes.world_size,
         )
         for images, targets in loader:
             self._step(images, targets)
@@ -269,7 +313,8 @@ class Phase:
             last_batch = self.progress.batch == self.batches_per_epoch
             if self.progress.iteration % env.log_every == 0 or last_batch:
                 record = self._log_record()
-                _append_jsonl(env.log_path, record)
+                if self.processes.is_main:
+                    _append_jsonl(env.log_path, record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
             if self.progress.iteration % env.checkpoint_every == 0 and not last_batch:
                 self._save(env)
@@ -290,18 +335,30 @@ class Phase:
             else nullcontext()
         )
         with autocast:
-            losses = self.model(images, targets)
+            losses = self.trainer(images, targets)
         if self.probe is not None and self.probe.should_sample(self.progress.batch):
             scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
             self.probe.record(losses, grad_scale=scale)
         total = self.weighting(losses)
-        if not self.scaler.is_enabled() and not torch.isfinite(total):
+        # the global batch's losses (every process's mean) and size, for the log and the
+        # divergence check, which every process must then decide alike
+        shard = torch.stack(
+            [total.detach().float(), *(v.detach().float() for v in losses.values())]
+        )
+        summed = self.processes.sum(
+            torch.cat([shard / self.processes.world_size, shard.new_tensor([len(images)])])
+        )
+        total_mean = summed[0]
+        mean_losses = dict(zip(losses, summed[1:-1], strict=True))
+        if not self.scaler.is_enabled() and not torch.isfinite(total_mean):
             raise TrainingDiverged(
-                f"{self.name}: the loss became {total.item()} at epoch {epoch} iteration "
-                f"{iteration} ({_loss_values(losses)}); try a lower --lr"
+                f"{self.name}: the loss became {total_mean.item()} at epoch {epoch} iteration "
+                f"{iteration} ({_loss_values(mean_losses)}); try a lower --lr"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        # DDP averaged the network's gradients; the weighting's sigmas are outside its module
+        self.processes.average_gradients(self.weighting.parameters())
         self.scaler.unscale_(self.optimizer)
         # Only the network's gradients are clipped: the weighting's sigmas are not part of it.
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -309,10 +366,20 @@ class Phase:
         )
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self._last = {"total": total.detach(), "losses": losses, "grad_norm": grad_norm, "lr": lr}
+        self._last = {
+            "total": total_mean,
+            "losses": mean_losses,
+            "grad_norm": grad_norm,
+            "lr": lr,
+        }
+        started, images_done = self._interval
+        self._interval = (started, images_done + int(summed[-1].item()))
 
     def _log_record(self) -> dict[str, Any]:
         last = self._last
+        started, images_done = self._interval
+        now = time.monotonic()
+        self._interval = (now, 0)
         return {
             "event": "step",
             "phase": self.name,
@@ -325,13 +392,22 @@ class Phase:
             "grad_norm": float(last["grad_norm"]),
             "weights": self.weighting.weights(),
             "sigmas": self.weighting.sigmas(),
+            # global batch images per second since the previous record (or this process's start)
+            "images_per_second": images_done / max(now - started, 1e-9),
         }
 
     def _save(self, env: PhaseEnvironment) -> None:
-        save_checkpoint({**env.extra_state(), **self.state_dict()}, env.checkpoint_path)
+        """Rank 0 writes the checkpoint, with every process's random state."""
+        rng_states = self.processes.gather_objects(rng_state())
+        if not self.processes.is_main:
+            return
+        state = {**env.extra_state(), **self.state_dict()}
+        if self.processes.distributed:
+            state["rng_ranks"] = rng_states
+        save_checkpoint(state, env.checkpoint_path)
 
     def _stop_if_asked(self, env: PhaseEnvironment) -> None:
-        if env.stop.reason is None:
+        if not env.stop.agree(self.processes, self.device):
             return
         self._save(env)
         raise TrainingStopped(env.stop.reason, env.checkpoint_path)

@@ -24,14 +24,24 @@ from server.forms import (
     read_image,
     upload_name,
 )
-from server.imaging import MEDIA_TYPES, decode_image
-from server.problems import Problem
+from server.imaging import MEDIA_TYPES
+from server.problems import Problem, problem_responses
 from server.schemas import DetectionOut, FrameOut, IngestOut, StatsOut
 
 router = APIRouter(prefix="/gallery", tags=["gallery"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=IngestOut)
+# 400: a malformed multipart body; 413: too many files, a file, an image or the whole body
+# too large (each its own kind).
+INGEST_ERRORS = (400, 409, 413, 415, 422, 503, 507)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IngestOut,
+    responses=problem_responses(*INGEST_ERRORS),
+)
 async def add_frames(
     request: Request,
     ready: ReadyDep,
@@ -49,21 +59,13 @@ async def add_frames(
 ) -> IngestOut:
     """Detect the people in each frame and store the frame, its boxes and their embeddings.
 
-    Every file is checked before any is stored, so a 4xx stores nothing. Frames are
-    committed to the store (and their images written under the data dir) before the answer.
+    Every file is checked before any is stored, and the frames are committed together, so
+    an error stores nothing. They are committed (and their images written under the data
+    dir) before the answer.
     """
-    settings = ready.state.settings
-    if len(files) > settings.max_files:
-        raise Problem(
-            413,
-            "too-many-files",
-            f"{len(files)} files; at most {settings.max_files} (PS_MAX_FILES)",
-        )
     pending = await _check_uploads(ready, files, camera, timestamp, frame_id)
-    records = []
-    for frame in pending:
-        found = await ready.state.infer("detect", partial(_detect, ready, frame))
-        records.append(await run_in_threadpool(ingest.commit_frame, ready.state, frame, found))
+    found = [await ready.state.infer("detect", partial(_detect, ready, frame)) for frame in pending]
+    records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, found)
     return IngestOut(frames=[_frame_out(request, record) for record in records])
 
 
@@ -74,7 +76,6 @@ async def _check_uploads(
     timestamps: list[str] | None,
     frame_ids: list[str] | None,
 ) -> list[ingest.PendingFrame]:
-    settings = ready.state.settings
     count = len(files)
     ids = [
         check_frame_id(given) if given else _new_frame_id()
@@ -82,9 +83,6 @@ async def _check_uploads(
     ]
     if len(set(ids)) != len(ids):
         raise Problem(409, "frame-exists", "the same frame_id is given twice in one request")
-    for frame_id in ids:
-        if await run_in_threadpool(ready.store.get_frame, frame_id) is not None:
-            raise Problem(409, "frame-exists", f"frame {frame_id!r} already exists")
     times = [
         None if text is None else parse_timestamp(text)
         for text in per_file(timestamps, count, "timestamp", shared=True)
@@ -95,28 +93,30 @@ async def _check_uploads(
         zip(files, ids, named, times, strict=True)
     ):
         name = upload_name(upload, "files", position)
-        image = await read_image(upload, name, settings.max_upload_bytes, settings.max_pixels)
-        pending.append(ingest.PendingFrame.of(frame_id, name, image, camera or None, moment))
+        image = await read_image(upload, name, ready.state, ready.engine.card.max_size)
+        pending.append(ingest.PendingFrame(frame_id, name, image, camera or None, moment))
     return pending
 
 
 def _detect(ready: Ready, frame: ingest.PendingFrame) -> Detections:
-    image = decode_image(frame.data, frame.name, ready.state.settings.max_pixels)
-    return ready.engine.detect(image.pixels)
+    found = ready.engine.detect(frame.image.pixels)
+    return Detections(frame.image.to_original(found.boxes), found.scores, found.embeddings)
 
 
 def _new_frame_id() -> str:
     return uuid.uuid4().hex
 
 
-@router.get("/stats", response_model=StatsOut)
+@router.get("/stats", response_model=StatsOut, responses=problem_responses(503))
 async def gallery_stats(ready: ReadyDep) -> StatsOut:
     """Counts of stored frames and detections, and the index that serves them."""
     stats = await run_in_threadpool(ready.store.stats)
     return StatsOut(**asdict(stats))
 
 
-@router.get("/frames/{frame_id}", response_model=FrameOut)
+@router.get(
+    "/frames/{frame_id}", response_model=FrameOut, responses=problem_responses(404, 422, 503)
+)
 async def get_frame(request: Request, ready: ReadyDep, frame_id: str) -> FrameOut:
     """A stored frame's metadata and detections."""
     return _frame_out(request, await _find_frame(ready, frame_id))
@@ -125,7 +125,15 @@ async def get_frame(request: Request, ready: ReadyDep, frame_id: str) -> FrameOu
 @router.get(
     "/frames/{frame_id}/image",
     response_class=Response,
-    responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()}}},
+    responses={
+        200: {
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in MEDIA_TYPES.values()
+            }
+        },
+        **problem_responses(404, 422, 503),
+    },
 )
 async def get_frame_image(ready: ReadyDep, frame_id: str) -> Response:
     """The frame's image file, as uploaded."""
@@ -147,7 +155,11 @@ def _read_file(path: Path) -> bytes | None:
         return None
 
 
-@router.delete("/frames/{frame_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/frames/{frame_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(404, 422, 503, 507),
+)
 async def delete_frame(ready: ReadyDep, frame_id: str) -> None:
     """Delete a frame: its detections leave the search index and its image is removed."""
     check_frame_id(frame_id)

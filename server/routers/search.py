@@ -12,7 +12,7 @@ from inference.engine import QueryEmbedding
 from server.deps import Ready, ReadyDep
 from server.forms import parse_box, parse_timestamp, read_image, upload_name
 from server.imaging import DecodedImage
-from server.problems import Problem
+from server.problems import Problem, problem_responses
 from server.schemas import QueryOut, SearchHitOut, SearchOut
 
 router = APIRouter(tags=["search"])
@@ -20,7 +20,9 @@ MAX_TOP_K = 1000
 SINGLE_FIELDS = ("query", "box", "top_k", "min_similarity", "min_score", "camera", "start", "end")
 
 
-@router.post("/search", response_model=SearchOut)
+@router.post(
+    "/search", response_model=SearchOut, responses=problem_responses(400, 413, 415, 422, 503)
+)
 async def search(
     request: Request,
     ready: ReadyDep,
@@ -50,9 +52,8 @@ async def search(
         raise Problem(
             422, "repeated-field", f"{', '.join(repeated)}: give each of these at most once"
         )
-    settings = ready.state.settings
     image = await read_image(
-        query, upload_name(query, "query"), settings.max_upload_bytes, settings.max_pixels
+        query, upload_name(query, "query"), ready.state, ready.engine.card.max_size
     )
     asked = None if box is None else parse_box(box, image.width, image.height)
     time_range = _time_range(start, end)
@@ -66,7 +67,7 @@ async def search(
         min_score=min_score,
         min_similarity=min_similarity,
     )
-    x1, y1, x2, y2 = (float(v) for v in embedded.box)
+    x1, y1, x2, y2 = (float(v) for v in image.to_original(embedded.box)[0])
     return SearchOut(
         results=[
             SearchHitOut(
@@ -86,7 +87,8 @@ async def search(
 
 
 def _embed(ready: Ready, image: DecodedImage, box: tuple[float, ...] | None) -> QueryEmbedding:
-    return ready.engine.embed_query(image.pixels, box)
+    """The engine sees the decoded (possibly shrunk) pixels: the box goes there and back."""
+    return ready.engine.embed_query(image.pixels, None if box is None else image.to_pixels(box))
 
 
 def _time_range(start: str | None, end: str | None) -> tuple[float | None, float | None] | None:

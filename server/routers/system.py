@@ -6,15 +6,19 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from server.deps import ReadyDep, StateDep, require_api_key
-from server.problems import Problem
+from server.deps import ReadyDep, StateDep, declare_api_key
+from server.problems import Problem, problem_responses
 from server.schemas import ModelOut, Status
 
 health = APIRouter(tags=["health"])
-protected = APIRouter(tags=["service"], dependencies=[Depends(require_api_key)])
+protected = APIRouter(
+    tags=["service"],
+    dependencies=[Depends(declare_api_key)],
+    responses=problem_responses(401),
+)
 
 
-@health.get("/healthz", response_model=Status)
+@health.get("/healthz", response_model=Status, responses=problem_responses(503))
 async def healthz(state: StateDep) -> Status:
     """Liveness: the process answers. 503 only once loading the model has failed for good."""
     if state.load_error is not None:
@@ -22,13 +26,13 @@ async def healthz(state: StateDep) -> Status:
     return Status(status="ok")
 
 
-@health.get("/readyz", response_model=Status)
+@health.get("/readyz", response_model=Status, responses=problem_responses(503))
 async def readyz(ready: ReadyDep) -> Status:
     """Readiness: 200 once the model is warmed up and the gallery index is loaded, else 503."""
     return Status(status="ready")
 
 
-@protected.get("/model", response_model=ModelOut)
+@protected.get("/model", response_model=ModelOut, responses=problem_responses(503))
 async def model(ready: ReadyDep) -> ModelOut:
     """The loaded model: its card, id (the gallery key), and the providers running it."""
     engine = ready.engine
@@ -43,7 +47,11 @@ async def model(ready: ReadyDep) -> ModelOut:
     )
 
 
-@protected.get("/metrics", response_class=Response)
+@protected.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
 async def metrics(state: StateDep) -> Response:
     """Prometheus text format."""
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -111,13 +111,30 @@ class EpochBatches:
 
     ``start`` skips the first batches (those a resumed run has already trained on). The last
     batch of an epoch may be smaller than ``batch_size``.
+
+    With several processes (``world_size``), ``batch_size`` is the global batch and each
+    process takes its consecutive share of every batch (process ``rank``: the ``rank``-th
+    part), so a global batch holds the same images whatever the number of processes. A last
+    batch with fewer images than processes lends the processes it cannot feed images from the
+    start of the epoch's order (as torch's DistributedSampler pads).
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not among {world_size} processes")
         self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, epoch
-        self.start = start
+        self.start, self.rank, self.world_size = start, rank, world_size
 
     @staticmethod
     def count(size: int, batch_size: int) -> int:
@@ -129,7 +146,16 @@ class EpochBatches:
     def __iter__(self) -> Iterator[list[SampleKey]]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
         for begin in range(self.start * self.batch_size, self.size, self.batch_size):
-            yield [(self.epoch, int(i)) for i in order[begin : begin + self.batch_size]]
+            batch = order[begin : begin + self.batch_size]
+            yield [(self.epoch, int(i)) for i in self._share(batch, order)]
+
+    def _share(self, batch: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """This process's consecutive part of a global batch (parts differ by one at most)."""
+        if self.world_size == 1:
+            return batch
+        if len(batch) < self.world_size:
+            batch = np.concatenate([batch, np.resize(order, self.world_size - len(batch))])
+        return np.array_split(batch, self.world_size)[self.rank]
 
 
 def collate(
@@ -149,10 +175,17 @@ def collate(
 
 
 def epoch_loader(
-    images: TrainImages, batch_size: int, epoch: int, start: int = 0, workers: int = 0
+    images: TrainImages,
+    batch_size: int,
+    epoch: int,
+    start: int = 0,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader over one epoch's batches, starting at batch ``start``."""
-    batches = EpochBatches(len(images), batch_size, images.seed, epoch, start)
+    """A DataLoader over one epoch's batches, starting at batch ``start``; with several
+    processes, over this process's share of each (global) batch."""
+    batches = EpochBatches(len(images), batch_size, images.seed, epoch, start, rank, world_size)
     # Its own generator: creating a loader iterator draws a seed, which must not advance the
     # global RNG that the model's sampling uses (a resumed run creates it at another point).
     generator = torch.Generator().manual_seed(images.seed * 100_003 + epoch)

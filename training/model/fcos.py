@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from .backbone import group_count
+from .collectives import LocalBatch
 
 STRIDE = 8
 CENTRE_RADIUS = 1.5
@@ -106,10 +107,17 @@ def flatten_maps(cls: Tensor, ltrb: Tensor, ctr: Tensor, embed: Tensor):
 
 
 def fcos_losses(
-    cls: Tensor, ltrb: Tensor, ctr: Tensor, embed: Tensor, targets: list[dict]
+    cls: Tensor,
+    ltrb: Tensor,
+    ctr: Tensor,
+    embed: Tensor,
+    targets: list[dict],
+    collectives: LocalBatch | None = None,
 ) -> tuple[dict[str, Tensor], Tensor, Tensor, list[Tensor]]:
     """fcos_cls, fcos_reg, fcos_ctr losses; plus the positive embeddings [P, D] (normalised),
-    their pids [P], and per-image positive box indices (for the attribute head)."""
+    their pids [P], and per-image positive box indices (for the attribute head).
+    ``collectives``: the other processes' shards of the batch, when there are some."""
+    collectives = collectives or LocalBatch()
     height, width = cls.shape[-2:]
     points = locations(height, width, cls.device)
     # losses in fp32 whatever the autocast dtype (GIoU of bf16 corners is off by ~1 px)
@@ -137,7 +145,15 @@ def fcos_losses(
         pos_embed.append(embed_flat[i][positive])
         pos_pids.append(target["pids"].to(cls.device)[assigned[positive]])
         pos_boxes.append(assigned[positive])
-    num_pos = max(sum(len(p) for p in pos_pids), 1)
+    reg_target_all = torch.cat(reg_target)
+    points_all = torch.cat(pos_points)
+    ctr_pred_all = torch.cat(ctr_pred)
+    ctr_target = centerness_target(reg_target_all)
+    # normalised by the global batch's counts (the reference's reduce_mean over GPUs), so the
+    # processes' mean loss is the loss of one process holding the whole batch
+    num_pos = collectives.mean_count(cls_flat.new_tensor(float(len(reg_target_all))))
+    num_pos = num_pos.clamp(min=1.0)
+    ctr_sum = collectives.mean_count(ctr_target.sum()).clamp(min=1e-6)
     cls_loss = (
         sigmoid_focal_loss(
             cls_flat[..., 0].reshape(-1),
@@ -148,23 +164,20 @@ def fcos_losses(
         )
         / num_pos
     )
-    reg_target_all = torch.cat(reg_target)
-    points_all = torch.cat(pos_points)
-    ctr_pred_all = torch.cat(ctr_pred)
     if len(reg_target_all) == 0:
         zero = ltrb_flat.sum() * 0.0 + ctr_flat.sum() * 0.0
         losses = {"fcos_cls": cls_loss, "fcos_reg": zero, "fcos_ctr": zero}
     else:
-        ctr_target = centerness_target(reg_target_all)
         giou = generalized_box_iou_loss(
             decode(points_all, torch.cat(reg_pred)),
             decode(points_all, reg_target_all),
             reduction="none",
         )
+        ctr_loss = F.binary_cross_entropy_with_logits(ctr_pred_all, ctr_target, reduction="sum")
         losses = {
             "fcos_cls": cls_loss,
-            "fcos_reg": (giou * ctr_target).sum() / ctr_target.sum().clamp(min=1e-6),
-            "fcos_ctr": F.binary_cross_entropy_with_logits(ctr_pred_all, ctr_target),
+            "fcos_reg": (giou * ctr_target).sum() / ctr_sum,
+            "fcos_ctr": ctr_loss / num_pos,
         }
     embeddings = F.normalize(torch.cat(pos_embed).float(), dim=1)
     return losses, embeddings, torch.cat(pos_pids), pos_boxes

@@ -16,6 +16,7 @@ from inference.preprocess import PIXEL_MEAN, PIXEL_STD
 
 from . import fcos
 from .backbone import ResNetTrunk, load_backbone_weights
+from .collectives import LocalBatch
 from .config import ModelConfig, resolve_config
 from .neck import AFANeck
 from .reid_losses import OIMLoss, batch_hard_triplet, box_means
@@ -58,6 +59,9 @@ class PersonSearchModel(nn.Module):
             num_ids, queue_size, config.roi_emb_dim, config.roi_oim_scale, config.oim_momentum
         )
         self.attr_head = nn.Linear(config.neck_channels, attr_dim) if attr_dim > 0 else None
+        # the other processes' shards of a training batch; training on several processes
+        # replaces it with a training.model.collectives.ProcessGroupBatch
+        self.collectives = LocalBatch()
 
     @property
     def embedding_dims(self) -> dict[str, int]:
@@ -88,17 +92,21 @@ class PersonSearchModel(nn.Module):
         targets = [_check_target(t, images.device, self.attr_dim) for t in targets]
         c4, p3 = self.features(images)
         cls, ltrb, ctr = self.fcos_head(p3)
-        losses, embeddings, pids, assigned = fcos.fcos_losses(cls, ltrb, ctr, p3, targets)
-        batch_ids = torch.unique(pids[pids >= 0])
+        shards = self.collectives
+        losses, embeddings, pids, assigned = fcos.fcos_losses(cls, ltrb, ctr, p3, targets, shards)
+        # OIM and the triplet loss see the positives of the whole (global) batch
+        batch_embeddings, batch_pids = shards.gather(embeddings), shards.gather_detached(pids)
+        batch_ids = torch.unique(batch_pids[batch_pids >= 0])
         rows = self.fcos_oim.rows(batch_ids)  # read before this iteration's update
-        losses["fcos_reid"] = self.fcos_oim(embeddings, pids)
+        losses["fcos_reid"] = self.fcos_oim(batch_embeddings, batch_pids)
         losses["fcos_tri"] = batch_hard_triplet(
-            embeddings, pids, rows, batch_ids, self.config.triplet_margin
+            batch_embeddings, batch_pids, rows, batch_ids, self.config.triplet_margin
         )
         # one memory update per box, from the mean of its locations (not one per location,
         # which would leave each row a snapshot of the box's last location)
         box_keys = torch.cat([a + i * _MAX_BOXES for i, a in enumerate(assigned)])
-        self.fcos_oim.update(*box_means(embeddings.detach(), box_keys, pids))
+        means, box_pids = box_means(embeddings.detach(), box_keys, pids)
+        self.fcos_oim.update(shards.gather_detached(means), shards.gather_detached(box_pids))
         if self.attr_head is not None:
             losses[ATTR_TASK] = self._attr_loss(p3, targets, assigned, embeddings)
         losses.update(self._roi_losses(images, c4, targets))
@@ -111,8 +119,10 @@ class PersonSearchModel(nn.Module):
         embeddings, logits, deltas_pred = self.roi_head(c4, rois)
         losses = {"rpn_cls": rpn["loss_objectness"], "rpn_reg": rpn["loss_rpn_box_reg"]}
         losses.update(roi_losses(logits, deltas_pred, fg, deltas))
-        losses["roi_reid"] = self.roi_oim(embeddings[fg], pids[fg])
-        self.roi_oim.update(embeddings[fg].detach(), pids[fg])
+        fg_embeddings = self.collectives.gather(embeddings[fg])
+        fg_pids = self.collectives.gather_detached(pids[fg])
+        losses["roi_reid"] = self.roi_oim(fg_embeddings, fg_pids)
+        self.roi_oim.update(fg_embeddings.detach(), fg_pids)
         return losses
 
     def _attr_loss(self, p3, targets, assigned, embeddings) -> Tensor:
@@ -120,9 +130,9 @@ class PersonSearchModel(nn.Module):
         labels = torch.cat([t["attrs"][a] for t, a in zip(targets, assigned, strict=True)])
         logits = self.attr_head(embeddings)
         known = labels >= 0
-        if not bool(known.any()):
-            return logits.sum() * 0.0
-        return F.binary_cross_entropy_with_logits(logits[known], labels[known])
+        count = self.collectives.mean_count(known.sum().float()).clamp(min=1.0)
+        loss = F.binary_cross_entropy_with_logits(logits[known], labels[known], reduction="sum")
+        return loss / count
 
     @torch.no_grad()
     def infer(self, images: Tensor, query_boxes: Tensor | None = None) -> dict[str, Tensor]:

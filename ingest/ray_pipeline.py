@@ -1,0 +1,259 @@
+"""The same decode, detect and store pipeline on Ray Data, for archives one machine is too
+slow for.
+
+Decoding and sampling run as Ray tasks (one block per source file, so files decode in
+parallel); detection runs in a pool of actors, each holding one ONNX Runtime session
+(`inference.Engine`); the driver writes the results straight into the gallery store.
+
+Why the store and not the HTTP API: POST /gallery takes images and runs the detector itself,
+so sending frames the actors have already detected would run the model twice, and the
+service is one process per data directory, which would make it the bottleneck the actors are
+meant to remove. The store locks its data directory, so the service must be stopped (or serve
+another directory) while this runs; when it starts again it reads what was written, because
+the frames are written exactly as it writes them: image under `frames/`, then one SQLite
+transaction per batch with the model id and embedding size of the model it serves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+
+from gallery.records import FrameInput
+from gallery.store import GalleryStore
+from inference.card import load_model_card
+from inference.engine import Detections, Engine
+from inference.files import write_bytes_atomic
+from ingest.client import Refusal, Summary
+from ingest.sources import Source, SourceFrame, Unreadable, read_frames
+from server.imaging import decode_image
+from server.problems import Problem
+
+# The service keeps frame images here (server/state.py: data_dir / "frames").
+FRAMES_DIR = "frames"
+# Sources per decoding block: one each (videos decode in parallel) up to this many blocks; a
+# folder of a million images then makes blocks of a thousand files, not a million tasks.
+MAX_BLOCKS = 1024
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the dataset runs: `actors` detector actors of `actor_cpus` CPUs and `actor_gpus`
+    GPUs each, decoding tasks of `decode_cpus` CPUs, `batch_size` frames per detector call
+    and per store transaction."""
+
+    actors: int = 2
+    actor_cpus: float = 1.0
+    actor_gpus: float = 0.0
+    decode_cpus: float = 1.0
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What the detector actors load: the service's model, providers and thresholds."""
+
+    model: Path
+    providers: tuple[str, ...] = ("cpu",)
+    min_score: float | None = None  # None: the model card's threshold, as the service
+    max_pixels: int = 40_000_000
+
+
+def ingest_on_ray(
+    sources: Sequence[Source],
+    data_dir: Path,
+    model: ModelOptions,
+    every: float = 1.0,
+    start: float | None = None,
+    options: RayOptions = RayOptions(),
+    on_batch: Callable[[Summary], None] | None = None,
+    summary: Summary | None = None,
+) -> Summary:
+    """Decode, detect and store `sources` into the gallery under `data_dir`.
+
+    Ray must be initialised (`ray.init`). Frames already stored are skipped before they are
+    decoded into the pipeline's later stages, so a rerun after an interruption only does what
+    is left. `on_batch` sees the summary after each written batch; `summary` (default a new
+    one) is filled as the run goes, so an interrupted run can still report.
+    """
+    loaded = load_model_card(model.model)
+    dim = loaded.card.embedding_dim
+    if dim is None:  # an old card: the graph knows
+        dim = Engine(model.model, ("cpu",)).embedding_dim
+    summary = Summary() if summary is None else summary
+    with GalleryStore(data_dir, loaded.model_id, dim) as store:
+        rows = []
+        for source in sources:
+            if source.kind == "image":
+                if store.get_frame(source.frame_id) is not None:
+                    summary.skipped += 1
+                    continue
+                stored: list[str] = []
+            else:
+                stored = sorted(store.frame_ids(source.frame_id_prefix))
+                summary.skipped += len(stored)
+            rows.append(
+                {
+                    "path": str(source.path),
+                    "kind": source.kind,
+                    "camera": source.camera or "",
+                    "stored": stored,
+                }
+            )
+        if rows:
+            for batch in _dataset(rows, model, every, start, options).iter_batches(
+                batch_size=options.batch_size, batch_format="numpy"
+            ):
+                _write(store, data_dir, batch, summary)
+                if on_batch is not None:
+                    on_batch(summary)
+    return summary
+
+
+def _dataset(
+    rows: list[dict[str, Any]],
+    model: ModelOptions,
+    every: float,
+    start: float | None,
+    options: RayOptions,
+) -> ray.data.Dataset:
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the command shows its own
+    return (
+        ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
+        .flat_map(partial(_decode, every=every, start=start), num_cpus=options.decode_cpus)
+        .map_batches(
+            Detector,
+            fn_constructor_kwargs={"model": model},
+            batch_size=options.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=options.actors),
+            num_cpus=options.actor_cpus,
+            num_gpus=options.actor_gpus,
+        )
+    )
+
+
+def _decode(row: dict[str, Any], every: float, start: float | None) -> Iterator[dict[str, Any]]:
+    """One source's frames as rows, less those already stored; an unreadable file becomes a
+    row with `refused` set."""
+    source = Source(Path(row["path"]), row["kind"], row["camera"] or None)
+    stored = set(row["stored"])
+    for item in read_frames(source, every, start):
+        if isinstance(item, Unreadable):
+            yield _row(item.name, refused=Refusal(item.name, None, "Unreadable", item.detail))
+        elif item.frame_id not in stored:
+            yield _row(item.name, item)
+
+
+def _row(name: str, frame: SourceFrame | None = None, refused: Refusal | None = None) -> dict:
+    # Plain values only: Ray turns None into NaN in numpy batches, so "" and NaN stand in.
+    return {
+        "frame_id": frame.frame_id if frame else "",
+        "name": name,
+        "data": frame.data if frame else b"",
+        "camera": (frame.camera or "") if frame else "",
+        "timestamp": math.nan if frame is None or frame.timestamp is None else frame.timestamp,
+        "refused": json.dumps(asdict(refused)) if refused else "",
+    }
+
+
+class Detector:
+    """A Ray actor: one ONNX Runtime session; detects the people in a batch of frames."""
+
+    def __init__(self, model: ModelOptions) -> None:
+        self.engine = Engine(model.model, model.providers, model.min_score)
+        self.max_pixels = model.max_pixels
+        self.nobody = Detections(
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, self.engine.embedding_dim), np.float32),
+        )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        columns: dict[str, list[Any]] = {
+            key: [] for key in ("suffix", "width", "height", "boxes", "scores", "embeddings")
+        }
+        refusals = list(batch["refused"])
+        for position, (name, data) in enumerate(zip(batch["name"], batch["data"], strict=True)):
+            image, found = None, self.nobody
+            if not refusals[position]:
+                try:
+                    image = decode_image(data, name, self.max_pixels)
+                except Problem as problem:  # what the service would have answered
+                    refused = Refusal(
+                        name,
+                        problem.status,
+                        HTTPStatus(problem.status).phrase,
+                        problem.detail,
+                        problem.kind,
+                    )
+                    refusals[position] = json.dumps(asdict(refused))
+                else:
+                    found = self.engine.detect(image.pixels)
+            columns["suffix"].append(image.suffix if image else "")
+            columns["width"].append(image.width if image else 0)
+            columns["height"].append(image.height if image else 0)
+            columns["boxes"].append(found.boxes)
+            columns["scores"].append(found.scores)
+            columns["embeddings"].append(found.embeddings)
+        out = {key: _objects(values) for key, values in columns.items()}
+        return {**batch, **out, "refused": _objects(refusals)}
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    """A column of one object per row: arrays stay whole (rows hold different numbers of
+    detections), where np.array would try to stack them."""
+    column = np.empty(len(values), dtype=object)
+    for position, value in enumerate(values):
+        column[position] = value
+    return column
+
+
+def _write(
+    store: GalleryStore, data_dir: Path, batch: dict[str, np.ndarray], summary: Summary
+) -> None:
+    """Images first, then one transaction for the batch: a crash in between leaves only
+    orphan files, which a rerun overwrites (as the service does)."""
+    frames = []
+    for position in range(len(batch["frame_id"])):
+        refused = str(batch["refused"][position])
+        if refused:
+            summary.refused.append(Refusal(**json.loads(refused)))
+            continue
+        frame_id = str(batch["frame_id"][position])
+        relative = f"{FRAMES_DIR}/{frame_id}{batch['suffix'][position]}"
+        write_bytes_atomic(data_dir / relative, bytes(batch["data"][position]))
+        timestamp = float(batch["timestamp"][position])
+        detections = list(
+            zip(
+                batch["boxes"][position].reshape(-1, 4),
+                batch["scores"][position].reshape(-1),
+                batch["embeddings"][position],
+                strict=True,
+            )
+        )
+        frames.append(
+            FrameInput(
+                width=int(batch["width"][position]),
+                height=int(batch["height"][position]),
+                detections=detections,
+                frame_id=frame_id,
+                camera=str(batch["camera"][position]) or None,
+                timestamp=None if math.isnan(timestamp) else timestamp,
+                image_path=relative,
+            )
+        )
+    if frames:
+        records = store.add_frames(frames)
+        summary.ingested += len(records)
+        summary.detections += sum(len(record.detections) for record in records)
