@@ -399,9 +399,10 @@ def regroupings(jobs: Sequence[Job], counts: Sequence[int]) -> dict[str, dict[st
     return found
 
 
+# each run's sigmas are in its train_log.jsonl and in the summary's one sigmas.png
 ARTEFACTS = (
     "metrics.json", "groups.json", "gradients.json", "config.json", "train_log.jsonl",
-    "sigmas.png", "gradient_magnitudes.png",
+    "gradient_magnitudes.png",
 )  # fmt: skip
 
 

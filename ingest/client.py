@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 import httpx
 
@@ -202,13 +203,7 @@ class Uploader:
         )
 
     def _post(self, frames: list[SourceFrame]) -> httpx.Response:
-        files = [
-            (
-                "files",
-                (f"{f.frame_id}{f.suffix}", f.data, MEDIA_TYPES.get(f.suffix, "image/jpeg")),
-            )
-            for f in frames
-        ]
+        files = [("files", (f.file_name, f.data, _media_type(f.file_name))) for f in frames]
         form: dict[str, list[str]] = {
             "frame_id": [f.frame_id for f in frames],
             "camera": [f.camera or "" for f in frames],
@@ -250,3 +245,8 @@ class Uploader:
             log.warning("%s: %s; retrying in %.1f s", what, reason, delay)
             self.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _media_type(file_name: str) -> str:
+    """The upload's declared type, by extension (the service reads the bytes anyway)."""
+    return MEDIA_TYPES.get(PurePath(file_name).suffix.lower(), "application/octet-stream")

@@ -81,10 +81,10 @@ def ingest_on_ray(
 ) -> Summary:
     """Decode, detect and store `sources` into the gallery under `data_dir`.
 
-    Ray must be initialised (`ray.init`). Frames already stored are skipped before they are
-    decoded into the pipeline's later stages, so a rerun after an interruption only does what
-    is left. `on_batch` sees the summary after each written batch; `summary` (default a new
-    one) is filled as the run goes, so an interrupted run can still report.
+    Ray must be initialised (`ray.init`). Frames already stored go no further than decoding
+    (an image already stored is not even read), so a rerun after an interruption only detects
+    and writes what is left. `on_batch` sees the summary after each written batch; `summary`
+    (default a new one) is filled as the run goes, so an interrupted run can still report.
     """
     loaded = load_model_card(model.model)
     dim = loaded.card.embedding_dim
@@ -101,7 +101,6 @@ def ingest_on_ray(
                 stored: list[str] = []
             else:
                 stored = sorted(store.frame_ids(source.frame_id_prefix))
-                summary.skipped += len(stored)
             rows.append(
                 {
                     "path": str(source.path),
@@ -144,18 +143,25 @@ def _dataset(
 
 
 def _decode(row: dict[str, Any], every: float, start: float | None) -> Iterator[dict[str, Any]]:
-    """One source's frames as rows, less those already stored; an unreadable file becomes a
-    row with `refused` set."""
+    """One source's frames as rows: those already stored with `stored` set and no image, an
+    unreadable file as a row with `refused` set."""
     source = Source(Path(row["path"]), row["kind"], row["camera"] or None)
     stored = set(row["stored"])
     for item in read_frames(source, every, start):
         if isinstance(item, Unreadable):
             yield _row(item.name, refused=Refusal(item.name, None, "Unreadable", item.detail))
-        elif item.frame_id not in stored:
+        elif item.frame_id in stored:
+            yield _row(item.name, stored=True)
+        else:
             yield _row(item.name, item)
 
 
-def _row(name: str, frame: SourceFrame | None = None, refused: Refusal | None = None) -> dict:
+def _row(
+    name: str,
+    frame: SourceFrame | None = None,
+    refused: Refusal | None = None,
+    stored: bool = False,
+) -> dict[str, Any]:
     # Plain values only: Ray turns None into NaN in numpy batches, so "" and NaN stand in.
     return {
         "frame_id": frame.frame_id if frame else "",
@@ -164,6 +170,7 @@ def _row(name: str, frame: SourceFrame | None = None, refused: Refusal | None = 
         "camera": (frame.camera or "") if frame else "",
         "timestamp": math.nan if frame is None or frame.timestamp is None else frame.timestamp,
         "refused": json.dumps(asdict(refused)) if refused else "",
+        "stored": stored,
     }
 
 
@@ -186,9 +193,10 @@ class Detector:
         refusals = list(batch["refused"])
         for position, (name, data) in enumerate(zip(batch["name"], batch["data"], strict=True)):
             image, found = None, self.nobody
-            if not refusals[position]:
+            if not refusals[position] and not batch["stored"][position]:
                 try:
-                    image = decode_image(data, name, self.max_pixels)
+                    # as the service decodes an upload: at most the model's input size
+                    image = decode_image(data, name, self.max_pixels, self.engine.card.max_size)
                 except Problem as problem:  # what the service would have answered
                     refused = Refusal(
                         name,
@@ -200,6 +208,9 @@ class Detector:
                     refusals[position] = json.dumps(asdict(refused))
                 else:
                     found = self.engine.detect(image.pixels)
+                    found = Detections(
+                        image.to_original(found.boxes), found.scores, found.embeddings
+                    )
             columns["suffix"].append(image.suffix if image else "")
             columns["width"].append(image.width if image else 0)
             columns["height"].append(image.height if image else 0)
@@ -229,6 +240,9 @@ def _write(
         refused = str(batch["refused"][position])
         if refused:
             summary.refused.append(Refusal(**json.loads(refused)))
+            continue
+        if batch["stored"][position]:
+            summary.skipped += 1
             continue
         frame_id = str(batch["frame_id"][position])
         relative = f"{FRAMES_DIR}/{frame_id}{batch['suffix'][position]}"

@@ -76,7 +76,7 @@ class SourceFrame:
     frame_id: str
     name: str  # how messages name it: the file, and for a video frame its time
     data: bytes  # the image file's bytes, or a JPEG of the video frame
-    suffix: str  # ".jpg", ".png", ...: names the upload's type
+    file_name: str  # the upload's: the image's own, or the frame id + ".jpg"
     camera: str | None
     timestamp: float | None
 
@@ -139,8 +139,8 @@ def read_frames(
         except OSError as exc:
             yield Unreadable(str(source.path), f"cannot read the file ({exc})")
             return
-        suffix = source.path.suffix.lower()
-        yield SourceFrame(source.frame_id, str(source.path), data, suffix, source.camera, None)
+        name = str(source.path)
+        yield SourceFrame(source.frame_id, name, data, source.path.name, source.camera, None)
         return
     yield from video_frames(source, every, start)
 
@@ -178,7 +178,7 @@ def video_frames(
                     frame_id=source.video_frame_id(index),
                     name=f"{source.path} at {seconds:.3f} s",
                     data=encode_jpeg(frame.to_image()),
-                    suffix=".jpg",
+                    file_name=f"{source.video_frame_id(index)}.jpg",
                     camera=source.camera,
                     timestamp=(origin or 0.0) + seconds,
                 )

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from server.deps import declare_api_key
 from server.limits import ApiKeyMiddleware, BodyLimitMiddleware
@@ -19,6 +20,7 @@ from server.state import ServiceState
 
 log = logging.getLogger(__name__)
 
+DOCS_URL, REDOC_URL, DOCS_ASSETS = "/docs", "/redoc", "/docs-assets"
 DESCRIPTION = """
 Person search: store camera frames (`POST /gallery`), then find a person given as a crop
 (`POST /search`). Results are boxes in stored frames, ranked by embedding similarity.
@@ -42,8 +44,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading  # a thread cannot be cancelled; let it finish before closing
             await asyncio.to_thread(state.close)
 
-    app = FastAPI(
-        title="Person search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    # The API docs' scripts and styles are served from the fastapi-offline package, not a
+    # CDN, so /docs and /redoc work on a host without internet access.
+    app = FastAPIOffline(
+        title="Person search",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=DOCS_URL,
+        redoc_url=REDOC_URL,
+        static_url=DOCS_ASSETS,
     )
     app.state.service = state
     metrics.watch_gallery(*_gallery_size(state))
@@ -68,14 +78,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         path_limits={"/search": settings.max_search_body_bytes},
     )
     if settings.api_key is not None:
-        app.add_middleware(ApiKeyMiddleware, key=settings.api_key, open_paths=_open_paths(app))
+        app.add_middleware(
+            ApiKeyMiddleware,
+            key=settings.api_key,
+            open_paths=_open_paths(app),
+            open_prefixes=(f"{DOCS_ASSETS}/",),
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 
 def _open_paths(app: FastAPI) -> set[str]:
-    """Routes that need no API key: liveness, readiness and the API docs."""
-    docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    """Routes that need no API key: liveness, readiness and the API docs (their assets are
+    under DOCS_ASSETS)."""
+    docs = (app.openapi_url, DOCS_URL, REDOC_URL, app.swagger_ui_oauth2_redirect_url)
     return {"/healthz", "/readyz", *(path for path in docs if path)}
 
 

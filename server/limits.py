@@ -17,16 +17,28 @@ class ApiKeyMiddleware:
     """Answer 401 to a request without the right X-API-Key before anything reads its body,
     so an unauthenticated client cannot make the service receive or spool an upload.
 
-    Paths in `open_paths` (health, readiness, the docs) need no key.
+    Paths in `open_paths` (health, readiness, the docs) and under `open_prefixes` need no key.
     """
 
-    def __init__(self, app: ASGIApp, key: str, open_paths: Collection[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        key: str,
+        open_paths: Collection[str],
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.key = key.encode()
         self.open_paths = frozenset(open_paths)
+        self.open_prefixes = open_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path in self.open_paths
+            or path.startswith(self.open_prefixes)
+        ):
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get(API_KEY_HEADER)

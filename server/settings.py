@@ -37,7 +37,11 @@ class Settings(BaseSettings):
         description="pixels being decoded at once, all requests together (bounds memory)",
     )
     # A plain comma list, not a JSON array, so it reads naturally in a shell or compose file.
-    providers: str = Field("cuda,cpu", description="ONNX Runtime providers to try, in order")
+    providers: str | None = Field(
+        None,
+        description="ONNX Runtime providers to try, in order; unset: cuda (when this "
+        "onnxruntime has it), then cpu",
+    )
     inference_threads: int = Field(1, ge=1, description="concurrent model runs")
     faiss_threads: int = Field(
         1, ge=1, description="FAISS threads per search (1 suits concurrent single queries)"
@@ -71,7 +75,9 @@ class Settings(BaseSettings):
 
     @field_validator("providers")
     @classmethod
-    def _known_providers(cls, value: str) -> str:
+    def _known_providers(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
         names = [part.strip().lower() for part in value.split(",") if part.strip()]
         if not names or any(name not in PROVIDER_NAMES for name in names):
             raise ValueError(f"providers must be a comma list of {PROVIDER_NAMES}, got {value!r}")
@@ -92,6 +98,12 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("model", "data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Relative paths are taken from the working folder at start, once, and logged so."""
+        return value.expanduser().resolve()
+
     @property
     def milvus(self) -> MilvusConfig | None:
         """The Milvus config of the gallery when PS_VECTOR_BACKEND=milvus, else None."""
@@ -106,7 +118,8 @@ class Settings(BaseSettings):
 
     @property
     def provider_list(self) -> tuple[str, ...]:
-        return tuple(self.providers.split(","))
+        """The providers asked for in PS_PROVIDERS; empty when it is unset."""
+        return tuple(self.providers.split(",")) if self.providers else ()
 
     @property
     def max_upload_bytes(self) -> int:

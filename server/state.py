@@ -9,14 +9,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import onnxruntime as ort
+
 from gallery.store import GalleryStore
-from inference.engine import Engine
+from inference.engine import PROVIDERS, Engine
 from server.budget import PixelBudget
 from server.metrics import Metrics
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Tried in this order when PS_PROVIDERS is unset, each only if this onnxruntime has it.
+DEFAULT_PROVIDERS = ("cuda", "cpu")
 DECODE_THREADS = 2
 
 
@@ -29,6 +33,8 @@ class ServiceState:
         self.engine: Engine | None = None
         self.store: GalleryStore | None = None
         self.load_error: str | None = None
+        # Called (from the loading thread) when loading fails: `python -m server` stops then.
+        self.on_load_failure: Callable[[], None] | None = None
         self.frames_dir = settings.data_dir / "frames"
         # Inference gets its own small pool: ONNX Runtime already spreads one run over the
         # cores, so a few concurrent runs are plenty and the event loop stays free.
@@ -53,7 +59,7 @@ class ServiceState:
         try:
             engine = Engine(
                 self.settings.model,
-                self.settings.provider_list,
+                chosen_providers(self.settings),
                 self.settings.min_detection_score,
                 cache_dir=self.settings.data_dir / "trt-cache",
             )
@@ -68,10 +74,29 @@ class ServiceState:
                 milvus=self.settings.milvus,
             )
             self.engine = engine
-            log.info("ready: model %s on %s", engine.model.model_id, engine.providers)
+            self._log_ready(engine, self.store)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the service could not load its model or gallery")
+            if self.on_load_failure is not None:
+                self.on_load_failure()
+
+    def _log_ready(self, engine: Engine, store: GalleryStore) -> None:
+        stats = store.stats()
+        log.info(
+            "ready: model %s (%s) on %s; data folder %s: %d frames, %d detections, "
+            "index %s of %d (%s); API key %s",
+            engine.model.model_id,
+            self.settings.model,
+            ", ".join(engine.providers),
+            self.settings.data_dir,
+            stats.frames,
+            stats.detections,
+            stats.index_type,
+            stats.index_size,
+            stats.index_origin,
+            "required" if self.settings.api_key else "off (PS_API_KEY unset)",
+        )
 
     def _remove_partial_images(self) -> None:
         """Images a crash left half-written (inference.files.atomic_write's temp files)."""
@@ -93,3 +118,12 @@ class ServiceState:
         self.decode_pool.shutdown(wait=True)
         if self.store is not None:
             self.store.close()
+
+
+def chosen_providers(settings: Settings) -> tuple[str, ...]:
+    """PS_PROVIDERS as given (the engine warns about any this onnxruntime lacks), else the
+    defaults this onnxruntime has, without a warning for those it lacks."""
+    if settings.provider_list:
+        return settings.provider_list
+    installed = set(ort.get_available_providers())
+    return tuple(name for name in DEFAULT_PROVIDERS if PROVIDERS[name] in installed)

@@ -34,6 +34,7 @@ DISTRIBUTIONS = {
     "onnxruntime": "onnxruntime-gpu",
     "faiss": "faiss-cpu",
     "fastapi": "fastapi",
+    "fastapi_offline": "fastapi-offline",
     "starlette": "fastapi",
     "pydantic": "fastapi",
     "uvicorn": "uvicorn",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import signal
 import subprocess
 import threading
@@ -82,49 +83,62 @@ def test_restart_keeps_the_gallery(
         server.stop()
 
 
+KILLS = 5
+BATCH = 2  # frames per request: a batch is stored whole or not at all
+
+
 def test_sigkill_while_ingesting_loses_no_acknowledged_frame(
     overfit_run, model_path: Path, tmp_path: Path
 ) -> None:
+    """Killed KILLS times while ingesting batches: after each restart every acknowledged frame
+    is there, every batch is there whole or not at all, the index agrees with SQLite; at the
+    end every acknowledged frame with a person is found by a search."""
     frames = synthetic_frames(overfit_run.root)
-    server = start(model_path, tmp_path / "data")
+    data_dir = tmp_path / "data"
     acknowledged: list[str] = []
+    sent: list[list[str]] = []  # every batch sent, acknowledged or not
     refused: list[str] = []
-    enough = threading.Event()
+    numbers = itertools.count()
 
-    def keep_ingesting() -> None:
+    def keep_ingesting(server: ServerProcess, enough: threading.Event, goal: int) -> None:
         with httpx.Client(base_url=server.url, timeout=60) as client:
-            for n in range(1000):
-                frame = frames[n % len(frames)]
+            while not refused:
+                batch = [next(numbers) for _ in range(BATCH)]
+                ids = [f"f{n:04d}" for n in batch]
+                sent.append(ids)
                 try:
-                    response = ingest(client, [frame], frame_id=f"f{n:04d}")
+                    response = ingest(
+                        client, [frames[n % len(frames)] for n in batch], frame_id=ids
+                    )
                 except httpx.TransportError:
                     return  # the server died under this request: it was never acknowledged
                 if response.status_code != 201:
                     refused.append(response.text)
                     return
-                acknowledged.append(f"f{n:04d}")
-                if len(acknowledged) >= 6:
+                acknowledged.extend(ids)
+                if len(acknowledged) >= goal:
                     enough.set()
 
-    writer = threading.Thread(target=keep_ingesting)
-    writer.start()
-    try:
-        assert enough.wait(120), f"the server did not acknowledge frames: {refused}"
-    finally:
-        server.kill()
-        writer.join(60)
-    assert not writer.is_alive() and not refused
+    for kill in range(KILLS):
+        server = start(model_path, data_dir)
+        if kill:
+            check_after_a_kill(server, acknowledged, sent)
+        enough = threading.Event()
+        writer = threading.Thread(
+            target=keep_ingesting, args=(server, enough, len(acknowledged) + 2 * BATCH)
+        )
+        writer.start()
+        try:
+            assert enough.wait(120), f"the server did not acknowledge frames: {refused}"
+        finally:
+            server.kill()
+            writer.join(60)
+        assert not writer.is_alive() and not refused
 
-    server = start(model_path, tmp_path / "data")
+    server = start(model_path, data_dir)
     try:
+        check_after_a_kill(server, acknowledged, sent)
         with httpx.Client(base_url=server.url, timeout=60) as client:
-            stats = client.get("/gallery/stats").json()
-            assert stats["frames"] >= len(acknowledged)
-            assert stats["index_size"] == stats["detections"]  # the index agrees with SQLite
-            for frame_id in acknowledged:
-                stored = client.get(f"/gallery/frames/{frame_id}")
-                assert stored.status_code == 200, frame_id
-                assert client.get(f"/gallery/frames/{frame_id}/image").status_code == 200
             # Every acknowledged frame with a detection comes back from a search.
             frame, person = labelled_person(frames)
             found = found_frames(client, person_crop(frame, person))
@@ -134,6 +148,19 @@ def test_sigkill_while_ingesting_loses_no_acknowledged_frame(
             assert with_people and set(with_people) <= found
     finally:
         server.stop()
+
+
+def check_after_a_kill(server: ServerProcess, acknowledged: list[str], sent: list[list[str]]):
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        stats = client.get("/gallery/stats").json()
+        assert stats["frames"] >= len(acknowledged)
+        assert stats["index_size"] == stats["detections"]  # the index agrees with SQLite
+        for frame_id in acknowledged:
+            assert client.get(f"/gallery/frames/{frame_id}").status_code == 200, frame_id
+            assert client.get(f"/gallery/frames/{frame_id}/image").status_code == 200
+        for batch in sent:
+            stored = [client.get(f"/gallery/frames/{f}").status_code == 200 for f in batch]
+            assert all(stored) or not any(stored), (batch, stored)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.provider_list == ("cuda", "cpu")
     assert settings.api_key is None and settings.port == 9000
-    assert settings.model == Path("models/demo/model.onnx")
+    assert settings.model == Path("models/demo/model.onnx").resolve()
     monkeypatch.setenv("PS_PROVIDERS", "gpu")
     with pytest.raises(ValidationError, match="providers"):
         Settings()
@@ -134,15 +134,15 @@ def test_large_images_are_decoded_at_the_model_size() -> None:
     fit = (960, 540)
     rng = np.random.default_rng(0)
     # PNG: decoded whole, then shrunk exactly as the engine would have shrunk it.
-    noise = Image.fromarray(rng.integers(0, 255, (1800, 3200, 3), dtype=np.uint8))
+    noise = Image.fromarray(rng.integers(0, 255, (900, 1600, 3), dtype=np.uint8))
     png = decode_image(_encoded(noise, "PNG"), "x", 10**8, fit)
-    assert png.pixels.shape == (540, 960, 3) and (png.width, png.height) == (3200, 1800)
+    assert png.pixels.shape == (540, 960, 3) and (png.width, png.height) == (1600, 900)
     engine_view = resize_and_pad(np.asarray(noise), max_size=fit, divisor=1).image
     np.testing.assert_array_equal(png.pixels, engine_view.transpose(1, 2, 0))
     np.testing.assert_allclose(
-        png.to_original(np.array([[96, 54, 960, 540]])), [[320, 180, 3200, 1800]]
+        png.to_original(np.array([[96, 54, 960, 540]])), [[160, 90, 1600, 900]], rtol=1e-6
     )
-    np.testing.assert_allclose(png.to_pixels((320, 180, 3200, 1800)), (96, 54, 960, 540))
+    np.testing.assert_allclose(png.to_pixels((160, 90, 1600, 900)), (96, 54, 960, 540), rtol=1e-6)
     # A 6300 x 6300 PNG of a few KB (the memory attack) holds 540 x 540 pixels.
     flat = decode_image(_encoded(Image.new("RGB", (6300, 6300), (9, 9, 9)), "PNG"), "x", 10**8, fit)
     assert flat.pixels.shape == (540, 540, 3) and (flat.width, flat.height) == (6300, 6300)
@@ -150,7 +150,7 @@ def test_large_images_are_decoded_at_the_model_size() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     turned = decode_image(_encoded(noise, "JPEG", exif=exif), "x", 10**8, fit)
-    assert (turned.width, turned.height) == (1800, 3200)
+    assert (turned.width, turned.height) == (900, 1600)
     assert turned.pixels.shape == (960, 540, 3)
     # Smaller than the model's size: kept as it is (the engine may enlarge it).
     small = decode_image(_encoded(Image.new("RGB", (300, 200)), "PNG"), "x", 10**8, fit)
