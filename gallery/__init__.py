@@ -1,4 +1,4 @@
-"""The embedding store: SQLite as the source of truth, FAISS as the derived search index."""
+"""The embedding store: SQLite as the source of truth, FAISS or Milvus as the derived index."""
 
 from gallery.records import (
     FRAME_ID_PATTERN,

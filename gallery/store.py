@@ -1,11 +1,11 @@
-"""GalleryStore: frames, detections and embeddings in SQLite, searched through FAISS."""
+"""GalleryStore: frames, detections and embeddings in SQLite, searched through a vector
+index (FAISS in process, or Milvus) derived from it."""
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
 import json
-import logging
 import math
 import sqlite3
 import threading
@@ -18,8 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from gallery import browse, query, sync
-from gallery.index import IVF, IndexFiles
+from gallery import browse, query
 from gallery.records import (
     DetectionInput,
     DetectionRecord,
@@ -38,15 +37,14 @@ from gallery.records import (
     coerce_detection,
     normalise,
 )
-from gallery.rwlock import ReadWriteLock
 from gallery.schema import connect, migrate
+from gallery.vectors import FaissConfig, MilvusConfig, VectorConfig, VectorRows, open_vectors
 
-log = logging.getLogger(__name__)
 DB_NAME = "gallery.sqlite3"
 LOCK_NAME = "gallery.lock"
-# A filtered search first over-fetches from FAISS and filters the hits in SQLite; if the
-# filter is so selective that this keeps failing, it asks SQLite for the matching ids and
-# searches only those (exact, and cheap precisely because few rows match).
+# Where the vector index cannot filter (FAISS), a filtered search first over-fetches and
+# filters the hits in SQLite; if the filter is so selective that this keeps failing, it asks
+# SQLite for the matching ids and searches only those (exact, and cheap because few match).
 OVERFETCH_FACTOR = 16
 MIN_FETCH = 128
 MAX_OVERFETCH = 8192
@@ -57,9 +55,10 @@ _DETECTION_ROWS = "SELECT id, x1, y1, x2, y2, score FROM detections WHERE frame_
 
 
 class GalleryStore:
-    """The embedding store. SQLite (WAL) is the source of truth; the FAISS index holds only
-    `model_id`'s vectors, is saved beside the database and is rebuilt or caught up from
-    SQLite when it is missing, stale or damaged. One writer at a time, concurrent readers."""
+    """The embedding store. SQLite (WAL) is the source of truth; the vector index holds only
+    `model_id`'s vectors and is rebuilt or caught up from SQLite when it is missing, stale or
+    damaged: FAISS saved beside the database by default, Milvus when `milvus` is given (the
+    FAISS arguments then do not apply). One writer at a time, concurrent readers."""
 
     def __init__(
         self,
@@ -70,25 +69,25 @@ class GalleryStore:
         nprobe: int = 32,
         autosave_every: int = 10_000,
         faiss_threads: int | None = None,
+        milvus: MilvusConfig | None = None,
     ) -> None:
         """faiss_threads sets FAISS's (process-wide) OpenMP thread count; 1 suits a server
         answering concurrent single-query searches, where threads per query only contend."""
         if not isinstance(model_id, str) or not model_id:
             raise ValueError("model_id must be a non-empty string")
-        if int(dim) <= 0 or int(ivf_threshold) <= 0 or int(nprobe) <= 0:
-            raise ValueError("dim, ivf_threshold and nprobe must be positive")
+        if int(dim) <= 0:
+            raise ValueError("dim must be positive")
         self.data_dir = Path(data_dir)
         self.model_id, self.dim = model_id, int(dim)
-        self.ivf_threshold, self._nprobe = int(ivf_threshold), int(nprobe)
-        self._autosave_every = int(autosave_every)
+        self.vector_config: VectorConfig = milvus or FaissConfig(
+            int(ivf_threshold), int(nprobe), int(autosave_every)
+        )
         if faiss_threads is not None:
             faiss.omp_set_num_threads(int(faiss_threads))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_data_dir(self.data_dir / LOCK_NAME)
         self._db_path = self.data_dir / DB_NAME
-        self._files = IndexFiles.beside(self.data_dir)
         self._write_lock = threading.Lock()
-        self._index_lock = ReadWriteLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -97,8 +96,9 @@ class GalleryStore:
         try:
             migrate(self._writer)
             self._register_model()
-            self._files.remove_leftovers()
-            self._open_index()
+            self._vectors = open_vectors(
+                self.vector_config, self._writer, self.data_dir, self.model_id, self.dim
+            )
         except BaseException:
             self._writer.close()
             self._lock_file.close()
@@ -117,37 +117,13 @@ class GalleryStore:
         if stored_dim != self.dim:
             raise ValueError(f"model {self.model_id!r} is stored with dim {stored_dim}")
 
-    def _open_index(self) -> None:
-        index, self._index_origin = sync.open_index(
-            self._writer, self._files, self.model_id, self.dim, self.ivf_threshold
-        )
-        index.nprobe = self._nprobe
-        self._index = index
-        self._unsaved = 0
-        if self._index_origin != "loaded":
-            self._unsaved = index.ntotal or 1
-            self._save_index()
-
-    def _save_index(self) -> None:
-        """Save the derived index; if the disk refuses, keep serving from memory (SQLite
-        holds every row) and try again at the next save."""
-        # Readers keep searching while the file is written; writers wait for it.
-        with self._index_lock.reading():
-            try:
-                self._index.save(self._files, self.model_id)
-            except (OSError, RuntimeError) as exc:  # faiss reports write errors as RuntimeError
-                self._files.remove_leftovers()
-                log.warning("the search index could not be saved (%s); serving it from memory", exc)
-                return
-            self._unsaved = 0
-
     def close(self) -> None:
-        """Save the index and close every connection; later calls raise StoreClosed."""
+        """Close the vector index (FAISS saves it) and every connection; later calls raise
+        StoreClosed."""
         with self._write_lock:
             if self._closed:
                 return
-            if self._unsaved:
-                self._save_index()
+            self._vectors.close()
             self._closed = True
             self._writer.close()
             with self._readers_lock:
@@ -208,8 +184,7 @@ class GalleryStore:
         with self._write_lock:
             self._check_open()
             records, vectors = self._insert(prepared, time.time())
-            ids = np.array([d.id for r in records for d in r.detections], dtype=np.int64)
-            self._index_add(ids, vectors)
+            self._vectors.add(_vector_rows(records, vectors))
         return records
 
     def _prepare(self, frame: FrameInput) -> tuple[FrameInput, list[DetectionInput]]:
@@ -286,11 +261,6 @@ class GalleryStore:
             records.append(FrameRecord(*row, detections=stored))  # type: ignore[misc]  # row ends before detections
         return records
 
-    def _index_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        with self._index_lock.writing():
-            self._index.add(ids, vectors)
-        self._after_change(len(ids))
-
     def delete_frame(self, frame_id: str) -> bool:
         """Delete a frame, its detections and their vectors; False if it was not stored."""
         with self._write_lock:
@@ -302,24 +272,8 @@ class GalleryStore:
                     (frame_id, self.model_id),
                 ).fetchall()
                 deleted = connection.execute("DELETE FROM frames WHERE id = ?", (frame_id,))
-            ids = np.array([row[0] for row in rows], dtype=np.int64)
-            with self._index_lock.writing():
-                self._index.remove(ids)
-            self._after_change(len(ids))
+            self._vectors.remove(np.array([row[0] for row in rows], dtype=np.int64))
             return deleted.rowcount > 0
-
-    def _after_change(self, changed: int) -> None:
-        """Switch to IVF once the gallery outgrows a flat index; save now and then (the
-        saved index may lag SQLite, and is caught up at the next start)."""
-        self._unsaved += changed
-        if self._index.kind != IVF and self._index.ntotal >= self.ivf_threshold:
-            index = sync.build_index(self._writer, self.model_id, self.dim, use_ivf=True)
-            index.nprobe = self._nprobe
-            with self._index_lock.writing():
-                self._index = index
-            self._save_index()
-        elif self._unsaved >= max(self._autosave_every, self._index.ntotal // 2):
-            self._save_index()
 
     # ---- reads -----------------------------------------------------------------------
 
@@ -342,20 +296,15 @@ class GalleryStore:
         search_filter = query.SearchFilter.build(camera, time_range, min_score)
         floor = -math.inf if min_similarity is None else float(min_similarity)
         connection = self._reader()
-        fetch = int(top_k) if search_filter.empty else max(OVERFETCH_FACTOR * top_k, MIN_FETCH)
+        exact_fetch = search_filter.empty or self._vectors.pushes_down_filters
+        fetch = int(top_k) if exact_fetch else max(OVERFETCH_FACTOR * top_k, MIN_FETCH)
         while True:
-            with self._index_lock.reading():
-                total = self._index.ntotal
-                fetch = min(fetch, total)
-                if fetch == 0:
-                    return []
-                similarities, ids = self._index.search(vector, fetch, exhaustive=fetch >= total)
-            found = ids >= 0
-            similarities, ids = similarities[found], ids[found]
-            hits = query.lookup_hits(connection, ids, similarities, search_filter)
-            passed_floor = len(similarities) > 0 and similarities[-1] < floor
+            found = self._vectors.search(vector, fetch, search_filter)
+            # SQLite has the last word: a hit must still exist and pass the filter there.
+            hits = query.lookup_hits(connection, found.ids, found.similarities, search_filter)
+            passed_floor = len(found.ids) > 0 and found.similarities[-1] < floor
             hits = [hit for hit in hits if hit.similarity >= floor]
-            if len(hits) >= top_k or fetch >= total or passed_floor:
+            if len(hits) >= top_k or found.exhausted or passed_floor:
                 return hits[:top_k]
             if fetch >= MAX_OVERFETCH:
                 return self._search_matching(connection, vector, top_k, search_filter, floor)
@@ -372,12 +321,8 @@ class GalleryStore:
         allowed = query.candidate_ids(connection, self.model_id, search_filter)
         if len(allowed) == 0:
             return []
-        with self._index_lock.reading():
-            similarities, ids = self._index.search(
-                vector, min(top_k, len(allowed)), exhaustive=True, allowed_ids=allowed
-            )
-        found = ids >= 0
-        hits = query.lookup_hits(connection, ids[found], similarities[found], search_filter)
+        found = self._vectors.search(vector, top_k, search_filter, allowed_ids=allowed)
+        hits = query.lookup_hits(connection, found.ids, found.similarities, search_filter)
         return [hit for hit in hits if hit.similarity >= floor][:top_k]
 
     def get_frame(self, frame_id: str) -> FrameRecord | None:
@@ -430,18 +375,28 @@ class GalleryStore:
             for model_id, count in connection.execute(sql):
                 per_model.setdefault(model_id, {"frames": 0, "detections": 0})[key] = count
         own = per_model.pop(self.model_id, {"frames": 0, "detections": 0})
-        with self._index_lock.reading():
-            kind, size = self._index.kind, self._index.ntotal
         return GalleryStats(
             self.model_id,
             self.dim,
             own["frames"],
             own["detections"],
-            kind,
-            size,
-            self._index_origin,
+            self._vectors.kind,
+            self._vectors.size,
+            self._vectors.origin,
             per_model,
         )
+
+
+def _vector_rows(records: list[FrameRecord], vectors: np.ndarray) -> VectorRows:
+    """The stored detections of `records` with the metadata searches filter on."""
+    detections = [(frame, d) for frame in records for d in frame.detections]
+    return VectorRows(
+        np.array([d.id for _, d in detections], dtype=np.int64),
+        vectors,
+        [frame.camera for frame, _ in detections],
+        [frame.timestamp for frame, _ in detections],
+        [d.score for _, d in detections],
+    )
 
 
 @contextmanager

@@ -25,6 +25,18 @@ def count_vectors(connection: sqlite3.Connection, model_id: str) -> int:
     return connection.execute(query, (model_id,)).fetchone()[0]
 
 
+def count_and_max(connection: sqlite3.Connection, model_id: str) -> tuple[int, int]:
+    """How many vectors model_id has, and the highest id among them (0 when none)."""
+    query = "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM detections WHERE model_id = ?"
+    count, highest = connection.execute(query, (model_id,)).fetchone()
+    return count, highest
+
+
+def stored_ids(connection: sqlite3.Connection, model_id: str) -> np.ndarray:
+    """Every id of model_id's vectors, ascending."""
+    return _ids(connection, model_id, None)
+
+
 def ivf_lists(count: int) -> int:
     """About sqrt(N) lists, the usual balance of list scan against centroid scan."""
     return int(np.clip(round(np.sqrt(count)), 1, 4096))

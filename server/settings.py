@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gallery.vectors import MilvusConfig
 
 # Names accepted in PS_PROVIDERS, in the order ONNX Runtime should try them.
 PROVIDER_NAMES = ("tensorrt", "cuda", "cpu")
@@ -49,6 +52,23 @@ class Settings(BaseSettings):
     faiss_threads: int = Field(
         1, ge=1, description="FAISS threads per search (1 suits concurrent single queries)"
     )
+    vector_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="where the gallery's vectors are searched (SQLite stays the truth)"
+    )
+    milvus_uri: str | None = Field(
+        None,
+        description="a .db path runs Milvus Lite in process; http://host:19530 is a Milvus "
+        "server or cluster; default DATA_DIR/milvus.db",
+    )
+    milvus_token: str | None = Field(None, description="Milvus credentials (user:password)")
+    milvus_index: Literal["flat", "hnsw", "ivf_flat"] = Field(
+        "hnsw", description="Milvus index type: flat (exact), hnsw or ivf_flat"
+    )
+    milvus_collection_prefix: str = Field(
+        "gallery",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="collection names are PREFIX_<model id>; one prefix per gallery",
+    )
     min_detection_score: float | None = Field(
         None, ge=0, le=1, description="detections kept at ingest; default from the model card"
     )
@@ -79,9 +99,9 @@ class Settings(BaseSettings):
             raise ValueError(f"public_url must be an http(s) base URL, got {value!r}")
         return text
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "milvus_uri", "milvus_token", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: object) -> object:
+    def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
     @field_validator("model", "data_dir")
@@ -89,6 +109,18 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         """Relative paths are taken from the working folder at start, once, and logged so."""
         return value.expanduser().resolve()
+
+    @property
+    def milvus(self) -> MilvusConfig | None:
+        """The Milvus config of the gallery when PS_VECTOR_BACKEND=milvus, else None."""
+        if self.vector_backend != "milvus":
+            return None
+        return MilvusConfig(
+            uri=self.milvus_uri or str(self.data_dir / "milvus.db"),
+            index_type=self.milvus_index.upper(),
+            token=self.milvus_token or "",
+            collection_prefix=self.milvus_collection_prefix,
+        )
 
     @property
     def provider_list(self) -> tuple[str, ...]:

@@ -75,6 +75,7 @@ class ServiceState:
                 engine.model.model_id,
                 engine.embedding_dim,
                 faiss_threads=self.settings.faiss_threads,
+                milvus=self.settings.milvus,
             )
             self.detector = Batcher(
                 self._detect_batch,

@@ -41,6 +41,8 @@ DISTRIBUTIONS = {
     "multipart": "python-multipart",
     "prometheus_client": "prometheus-client",
     "pydantic_settings": "pydantic-settings",
+    "pymilvus": "pymilvus",
+    "milvus_lite": "milvus-lite",
 }
 PROJECT_PACKAGES = ("server", "gallery", "inference", "training", "galw", "benchmarks")
 
@@ -192,6 +194,34 @@ def test_api_environment_names_real_settings(compose: dict) -> None:
         assert name.startswith("PS_") and name[3:].lower() in Settings.model_fields, name
     model = Path(expand(environment["PS_MODEL"]))
     assert model.is_relative_to("/app/models"), "the model must come from the models volume"
+
+
+def test_milvus_is_an_optional_pinned_service_the_api_can_use(compose: dict) -> None:
+    from server.settings import Settings
+
+    milvus = compose["services"]["milvus"]
+    assert milvus["profiles"] == ["milvus"], "Milvus must stay optional"
+    image, _, tag = milvus["image"].partition(":")
+    assert image == "milvusdb/milvus" and re.fullmatch(r"v\d+\.\d+\.\d+", tag), tag
+    assert milvus["command"] == ["milvus", "run", "standalone"]
+    assert milvus["environment"]["ETCD_USE_EMBED"] == "true"  # no etcd service needed
+    assert "milvus:/var/lib/milvus" in milvus["volumes"] and "milvus" in compose["volumes"]
+    assert "9091/healthz" in " ".join(milvus["healthcheck"]["test"])
+    api = compose["services"]["api"]
+    assert api["depends_on"]["milvus"] == {"condition": "service_healthy", "required": False}
+    environment = {name: expand(value) for name, value in api["environment"].items()}
+    assert Settings(**_settings_fields(environment)).milvus is None  # FAISS by default
+    # What the compose file's header tells users to set with the profile:
+    environment |= {"PS_VECTOR_BACKEND": "milvus", "PS_MILVUS_URI": "http://milvus:19530"}
+    config = Settings(**_settings_fields(environment)).milvus
+    assert config is not None and not config.embedded
+    assert config.uri.rsplit(":", 1)[1] in milvus["expose"]
+    header = (ROOT / "docker-compose.yml").read_text().split("services:")[0]
+    assert "PS_MILVUS_URI=http://milvus:19530" in header and "--profile milvus" in header
+
+
+def _settings_fields(environment: dict[str, str]) -> dict[str, str]:
+    return {name[3:].lower(): value for name, value in environment.items()}
 
 
 def test_trainer_runs_galw_into_the_shared_models_volume(compose: dict, dockerfile: Dockerfile):

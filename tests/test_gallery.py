@@ -1,10 +1,13 @@
-"""GalleryStore against real SQLite and FAISS: search, filters, recovery, crash safety."""
+"""GalleryStore against real SQLite, FAISS and Milvus Lite: search, filters, recovery, crash
+safety. The store tests run on both vector backends (the `backend` fixture), Milvus with its
+exact FLAT index so that both must give the brute-force ranking."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +26,7 @@ from gallery import (
     StoreLocked,
 )
 from gallery.store import MAX_OVERFETCH
+from gallery.vectors import MilvusConfig
 
 DIM = 16
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +75,26 @@ def assert_same_ranking(hits: list, expected: list) -> None:
     np.testing.assert_allclose([h.similarity for h in hits], [e[2] for e in expected], atol=1e-5)
 
 
+def milvus_config(data_dir: Path, index_type: str = "FLAT") -> MilvusConfig:
+    """Milvus Lite in a fresh .db under the test's data directory."""
+    return MilvusConfig(uri=str(Path(data_dir) / "milvus.db"), index_type=index_type)
+
+
+def open_store(backend: str, data_dir: Path, model_id: str = "m", **faiss_options):
+    """A store on `backend`; faiss_options (ivf_threshold, ...) apply to FAISS only."""
+    if backend == "milvus":
+        return GalleryStore(data_dir, model_id, DIM, milvus=milvus_config(data_dir))
+    return GalleryStore(data_dir, model_id, DIM, **faiss_options)
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def store(tmp_path: Path):
-    with GalleryStore(tmp_path / "data", "model-a", DIM) as opened:
+def store(tmp_path: Path, backend: str):
+    with open_store(backend, tmp_path / "data", "model-a") as opened:
         yield opened
 
 
@@ -99,6 +120,8 @@ def test_add_search_get_delete(store: GalleryStore) -> None:
     assert_same_ranking(store.search(query, top_k=7), brute_force(remaining, query)[:7])
     stats = store.stats()
     assert (stats.frames, stats.detections, stats.index_size) == (19, 57, 57)
+    milvus = isinstance(store.vector_config, MilvusConfig)
+    assert stats.index_type == ("milvus-flat" if milvus else "flat")
 
 
 def test_stored_embedding_finds_itself_and_generated_ids(store: GalleryStore) -> None:
@@ -143,7 +166,7 @@ def test_filters_match_brute_force(store: GalleryStore) -> None:
     assert store.search(query, top_k=5, camera="nowhere") == []
 
 
-def test_selective_filter_still_returns_top_k(tmp_path: Path) -> None:
+def test_selective_filter_still_returns_top_k(tmp_path: Path, backend: str) -> None:
     """Matching rows sit far below the over-fetch window: the store must still find them."""
     rng = np.random.default_rng(4)
     query = unit(rng.normal(size=DIM))
@@ -155,20 +178,20 @@ def test_selective_filter_still_returns_top_k(tmp_path: Path) -> None:
         DetectionInput((0, 0, 1, 1), 0.9, -query + 0.1 * rng.normal(size=DIM)) for _ in range(4)
     ]
     frames = [FrameInput(8, 8, common, "crowd", "busy"), FrameInput(8, 8, rare, "lone", "quiet")]
-    with GalleryStore(tmp_path, "m", DIM) as store:
+    with open_store(backend, tmp_path) as store:
         store.add_frames(frames)
         hits = store.search(query, top_k=3, camera="quiet")
         assert_same_ranking(hits, brute_force(frames, query, lambda f, d: f.camera == "quiet")[:3])
         assert len(store.search(query, top_k=10, camera="quiet")) == 4
 
 
-def test_reopen_keeps_gallery_and_index(tmp_path: Path) -> None:
+def test_reopen_keeps_gallery_and_index(tmp_path: Path, backend: str) -> None:
     frames = make_frames(30)
     query = np.random.default_rng(5).normal(size=DIM)
-    with GalleryStore(tmp_path, "m", DIM) as store:
+    with open_store(backend, tmp_path) as store:
         store.add_frames(frames)
         before = hit_rows(store.search(query, top_k=10))
-    with GalleryStore(tmp_path, "m", DIM) as store:
+    with open_store(backend, tmp_path) as store:
         assert store.stats().index_origin == "loaded"
         assert hit_rows(store.search(query, top_k=10)) == before
         assert (
@@ -234,7 +257,12 @@ CRASH_WRITER = """
 import sys
 import numpy as np
 from gallery import GalleryStore
-store = GalleryStore(sys.argv[1], "m", {dim}, autosave_every=7)
+from gallery.vectors import MilvusConfig
+if sys.argv[2] == "milvus":
+    milvus = MilvusConfig(uri=sys.argv[1] + "/milvus.db", index_type="FLAT")
+    store = GalleryStore(sys.argv[1], "m", {dim}, milvus=milvus)
+else:
+    store = GalleryStore(sys.argv[1], "m", {dim}, autosave_every=7)
 for i in range(100_000):
     rng = np.random.default_rng(i)
     detections = [((0, 0, 5, 5), 0.5, rng.normal(size={dim})) for _ in range(2)]
@@ -243,9 +271,9 @@ for i in range(100_000):
 """
 
 
-def test_acknowledged_frames_survive_sigkill(tmp_path: Path) -> None:
+def test_acknowledged_frames_survive_sigkill(tmp_path: Path, backend: str) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", CRASH_WRITER.format(dim=DIM), str(tmp_path)],
+        [sys.executable, "-c", CRASH_WRITER.format(dim=DIM), str(tmp_path), backend],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO_ROOT,
@@ -257,7 +285,7 @@ def test_acknowledged_frames_survive_sigkill(tmp_path: Path) -> None:
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
 
-    with GalleryStore(tmp_path, "m", DIM) as store:
+    with open_store(backend, tmp_path) as store:
         for frame_id in acknowledged:
             assert store.get_frame(frame_id) is not None, frame_id
         stats = store.stats()
@@ -268,13 +296,13 @@ def test_acknowledged_frames_survive_sigkill(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_models_never_mix(tmp_path: Path) -> None:
+def test_models_never_mix(tmp_path: Path, backend: str) -> None:
     frames_a = make_frames(10, prefix="a")
     frames_b = make_frames(5, seed=9, prefix="b")
     query = np.random.default_rng(10).normal(size=DIM)
-    with GalleryStore(tmp_path, "model-a", DIM) as store:
+    with open_store(backend, tmp_path, "model-a") as store:
         store.add_frames(frames_a)
-    with GalleryStore(tmp_path, "model-b", DIM) as store:
+    with open_store(backend, tmp_path, "model-b") as store:
         stats = store.stats()
         assert (stats.frames, stats.detections, stats.index_size) == (0, 0, 0)
         assert stats.other_models == {"model-a": {"frames": 10, "detections": 30}}
@@ -283,7 +311,7 @@ def test_models_never_mix(tmp_path: Path) -> None:
         assert {h.frame_id[0] for h in store.search(query, top_k=100)} == {"b"}
         with pytest.raises(FrameExists):
             store.add_frames(make_frames(1, prefix="a"))
-    with GalleryStore(tmp_path, "model-a", DIM) as store:
+    with open_store(backend, tmp_path, "model-a") as store:
         assert_same_ranking(store.search(query, top_k=30), brute_force(frames_a, query)[:30])
         assert store.stats().other_models == {"model-b": {"frames": 5, "detections": 15}}
     with pytest.raises(ValueError, match="dim"):
@@ -310,11 +338,11 @@ def test_ivf_above_threshold(tmp_path: Path) -> None:
         assert store.stats().index_type == "flat"
 
 
-def test_concurrent_searches_during_ingest(tmp_path: Path) -> None:
+def test_concurrent_searches_during_ingest(tmp_path: Path, backend: str) -> None:
     frames = make_frames(80, per_frame=2)
     query = np.random.default_rng(12).normal(size=DIM)
     errors: list[BaseException] = []
-    with GalleryStore(tmp_path, "m", DIM, autosave_every=20) as store:
+    with open_store(backend, tmp_path, autosave_every=20) as store:
         store.add_frames(frames[:10])
 
         def search_repeatedly() -> None:
@@ -360,6 +388,7 @@ def test_a_full_database_refuses_a_batch_cleanly(store: GalleryStore) -> None:
     assert store.stats().detections == store.stats().index_size == 606
 
 
+@pytest.mark.parametrize("backend", ["faiss"])  # input checks come before any index
 @pytest.mark.parametrize(
     ("detection", "message"),
     [
@@ -378,6 +407,7 @@ def test_bad_detections_are_rejected(store: GalleryStore, detection, message: st
     assert store.stats().frames == 0
 
 
+@pytest.mark.parametrize("backend", ["faiss"])  # input checks come before any index
 @pytest.mark.parametrize(
     "fields",
     [
@@ -418,11 +448,11 @@ def test_bad_searches_and_closed_store(store: GalleryStore) -> None:
         store.add_frame(width=1, height=1)
 
 
-def test_one_store_per_directory(tmp_path: Path) -> None:
-    with GalleryStore(tmp_path, "m", DIM):
+def test_one_store_per_directory(tmp_path: Path, backend: str) -> None:
+    with open_store(backend, tmp_path):
         with pytest.raises(StoreLocked):
-            GalleryStore(tmp_path, "m", DIM)
-    GalleryStore(tmp_path, "m", DIM).close()
+            open_store(backend, tmp_path)
+    open_store(backend, tmp_path).close()
 
 
 # ---- browsing (issue 11) ---------------------------------------------------------------
@@ -505,3 +535,105 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     indexes = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
     assert {"frames_newest", "frames_camera_newest"} <= indexes
     check.close()
+
+
+# ---- Milvus ----------------------------------------------------------------------------
+
+
+def test_backends_agree(tmp_path: Path) -> None:
+    """The same data in FAISS and in Milvus (both exact) gives the same top-k, filtered or not."""
+    frames = make_frames(40)
+    queries = np.random.default_rng(13).normal(size=(4, DIM))
+    answers = {}
+    for backend in ("faiss", "milvus"):
+        with open_store(backend, tmp_path / backend) as store:
+            store.add_frames(frames)
+            store.delete_frame("f5")
+            answers[backend] = [
+                [(h.detection_id, h.frame_id) for h in store.search(q, top_k=8, **filters)]
+                for q in queries
+                for filters in ({}, {"camera": "c2"}, {"time_range": (3, 30), "min_score": 0.4})
+            ]
+    assert answers["faiss"] == answers["milvus"]
+    assert all(len(hits) == 8 for hits in answers["faiss"])
+
+
+def test_awkward_cameras_and_missing_metadata(tmp_path: Path, backend: str) -> None:
+    """Camera names that need escaping in a Milvus filter, and rows without camera or time:
+    the pushed-down filter keeps exactly what SQLite's would."""
+    cameras = ['say "hi"', "back\\slash", "two\nlines", "caméra", "c' OR 1", None]
+    rng = np.random.default_rng(14)
+    frames = [
+        FrameInput(
+            8, 8, [((0, 0, 1, 1), 0.5, rng.normal(size=DIM))], f"k{i}", camera, i if i % 2 else None
+        )
+        for i, camera in enumerate(cameras * 2)
+    ]
+    query = rng.normal(size=DIM)
+    with open_store(backend, tmp_path) as store:
+        store.add_frames(frames)
+        for camera in cameras[:-1]:
+            hits = store.search(query, top_k=20, camera=camera)
+            assert sorted(h.frame_id for h in hits) == sorted(
+                f.frame_id for f in frames if f.camera == camera
+            )
+        timed = store.search(query, top_k=20, time_range=(None, 100))
+        assert {h.frame_id for h in timed} == {
+            f.frame_id for f in frames if f.timestamp is not None
+        }
+
+
+def _milvus_client(data_dir: Path):
+    """A raw client on the store's Milvus Lite files, to do behind the store's back what a
+    crash can do: lose writes."""
+    from pymilvus import MilvusClient
+
+    return MilvusClient(milvus_config(data_dir).uri)
+
+
+def _release(data_dir: Path) -> None:
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(milvus_config(data_dir).uri)
+
+
+def test_milvus_catches_up_lost_writes(tmp_path: Path) -> None:
+    """Milvus lost the last insert and a delete (as a crash between SQLite and Milvus can
+    leave it): the store finds out at open and brings the collection in line with SQLite."""
+    frames = make_frames(30)
+    query = np.random.default_rng(15).normal(size=DIM)
+    with open_store("milvus", tmp_path) as store:
+        store.add_frames(frames[:29])
+        kept_in_milvus = [d.id for d in store.add_frames(frames[29:])[0].detections]
+        collection = store._vectors.collection  # type: ignore[attr-defined]
+        lost_insert = [d.id for d in store.get_frame("f29").detections]
+    client = _milvus_client(tmp_path)
+    client.load_collection(collection)
+    client.delete(collection, ids=lost_insert)  # the last insert never reached Milvus
+    client.close()
+    _release(tmp_path)
+    with sqlite3.connect(tmp_path / "gallery.sqlite3") as connection:
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("DELETE FROM frames WHERE id IN ('f4', 'f17')")  # deletes Milvus missed
+    with open_store("milvus", tmp_path) as store:
+        stats = store.stats()
+        assert stats.index_origin == "caught up (+3, -6)"
+        assert stats.index_size == stats.detections == 84
+        kept = [f for f in frames if f.frame_id not in ("f4", "f17")]
+        assert_same_ranking(store.search(query, top_k=10), brute_force(kept, query)[:10])
+        assert kept_in_milvus == lost_insert
+    with open_store("milvus", tmp_path) as store:
+        assert store.stats().index_origin == "loaded"
+
+
+def test_milvus_collection_of_another_index_is_rebuilt(tmp_path: Path) -> None:
+    frames = make_frames(20)
+    query = np.random.default_rng(16).normal(size=DIM)
+    with open_store("milvus", tmp_path) as store:
+        store.add_frames(frames)
+    milvus = milvus_config(tmp_path, index_type="HNSW")
+    with GalleryStore(tmp_path, "m", DIM, milvus=milvus) as store:
+        stats = store.stats()
+        assert (stats.index_type, stats.index_origin) == ("milvus-hnsw", "rebuilt (index FLAT)")
+        assert stats.index_size == 60
+        assert_same_ranking(store.search(query, top_k=5), brute_force(frames, query)[:5])

@@ -30,12 +30,13 @@ def model_path(overfit_run) -> Path:
     return overfit_run.onnx_path
 
 
-def start(model_path: Path, data_dir: Path) -> ServerProcess:
+def start(model_path: Path, data_dir: Path, **settings: object) -> ServerProcess:
     return ServerProcess(
         log_path=data_dir.parent / f"{data_dir.name}.log",
         model=model_path,
         data_dir=data_dir,
         min_detection_score=MIN_DETECTION_SCORE,
+        **settings,
     ).start()
 
 
@@ -45,20 +46,26 @@ def found_frames(client: httpx.Client, query: bytes) -> set[str]:
     return {hit["frame_id"] for hit in response.json()["results"]}
 
 
-def test_restart_keeps_the_gallery(overfit_run, model_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_restart_keeps_the_gallery(
+    overfit_run, model_path: Path, tmp_path: Path, backend: str
+) -> None:
+    """Over real HTTP on each vector backend (Milvus: Milvus Lite, exact FLAT index)."""
     frames = synthetic_frames(overfit_run.root)[:4]
     frame, person = labelled_person(frames)
     query = person_crop(frame, person)
-    server = start(model_path, tmp_path / "data")
+    vectors = {"vector_backend": backend, "milvus_index": "flat"}
+    server = start(model_path, tmp_path / "data", **vectors)
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert ingest(client, frames).status_code == 201
             before = client.get("/gallery/stats").json()
+            assert before["index_type"] == ("flat" if backend == "faiss" else "milvus-flat")
             results_before = search(client, query, top_k="1000").json()["results"]
     finally:
         # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
         assert server.stop() in (0, -signal.SIGTERM)
-    server = start(model_path, tmp_path / "data")
+    server = start(model_path, tmp_path / "data", **vectors)
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             after = client.get("/gallery/stats").json()

@@ -52,6 +52,28 @@ def test_public_url_setting() -> None:
             Settings(public_url=bad)
 
 
+def test_vector_backend_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().milvus is None  # FAISS unless told otherwise
+    monkeypatch.setenv("PS_VECTOR_BACKEND", "milvus")
+    monkeypatch.setenv("PS_DATA_DIR", "/srv/gallery")
+    milvus = Settings().milvus
+    assert milvus is not None and milvus.embedded
+    assert (milvus.uri, milvus.index_type) == ("/srv/gallery/milvus.db", "HNSW")
+    monkeypatch.setenv("PS_MILVUS_URI", "http://milvus:19530")
+    monkeypatch.setenv("PS_MILVUS_INDEX", "flat")
+    milvus = Settings().milvus
+    assert milvus is not None and not milvus.embedded and milvus.index_type == "FLAT"
+    for name, bad in (
+        ("PS_VECTOR_BACKEND", "qdrant"),
+        ("PS_MILVUS_INDEX", "diskann"),
+        ("PS_MILVUS_COLLECTION_PREFIX", "has-dash"),
+    ):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValidationError):
+            Settings()
+        monkeypatch.delenv(name)
+
+
 def test_box_iou() -> None:
     a = np.array([[0, 0, 10, 10]], np.float32)
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
