@@ -359,9 +359,10 @@ def plot_sigmas(jobs: Sequence[Job], path: Path) -> bool:
     figure = Figure(figsize=(5 * columns, 3.6 * rows))
     for index, (name, runs) in enumerate(panels.items()):
         axes = figure.add_subplot(rows, columns, index + 1)
-        colours: dict[str, str] = {}
+        colours: dict[str, str] = {}  # one colour and one legend entry per group name
         for number, (_, series) in enumerate(sorted(runs, key=lambda run: run[0])):
             for group, (steps, values) in sorted(series.items()):
+                new = group not in colours
                 colour = colours.setdefault(group, f"C{len(colours) % 10}")
                 axes.plot(
                     steps,
@@ -369,7 +370,7 @@ def plot_sigmas(jobs: Sequence[Job], path: Path) -> bool:
                     color=colour,
                     linestyle="-" if number == 0 else "--",
                     linewidth=1,
-                    label=group if number == 0 else None,
+                    label=group if new else None,
                 )
         axes.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
         seeds = ", ".join(str(seed) for seed in sorted(seed for seed, _ in runs))

@@ -3,8 +3,9 @@
     python -m benchmarks.serve --model models/demo/model.onnx --sizes 1e3,1e5,1e6
 
 Ingest: synthetic frames (training.synth) POSTed to a real `python -m server` on 127.0.0.1,
-one frame per request and then `--batch` frames per request; frames/s counts the whole HTTP
-round trip (upload, decode, detection, image write, SQLite commit, FAISS add).
+one frame per request and then `--batch` frames per request, against a server batching at most
+1 and then at most `--max-batch` frames per model call (PS_MAX_BATCH); frames/s counts the whole
+HTTP round trip (upload, decode, detection, image write, SQLite commit, FAISS add).
 
 Search: for each gallery size a data directory is filled with synthetic unit vectors through
 the gallery's bulk path (benchmarks.gallery_search), keyed to the model's id so the server
@@ -54,6 +55,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=40, help="frames for the ingest run")
     parser.add_argument("--frame-size", default="640x360", help="synthetic frame WxH")
     parser.add_argument("--batch", type=int, default=8, help="frames per request, second run")
+    parser.add_argument("--max-batch", type=int, default=8, help="server PS_MAX_BATCH to compare")
     parser.add_argument("--queries", type=int, default=100, help="searches per gallery size")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--per-frame", type=int, default=10, help="vectors per synthetic frame")
@@ -66,13 +68,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def serve(args: argparse.Namespace, data_dir: Path) -> ServerProcess:
+def serve(args: argparse.Namespace, data_dir: Path, max_batch: int = 1) -> ServerProcess:
     return ServerProcess(
         log_path=data_dir.parent / f"{data_dir.name}.log",
         model=args.model.resolve(),
         data_dir=data_dir,
         providers=args.providers,
         max_files=max(args.batch, 1),
+        max_batch=max_batch,
     ).start(ready_timeout=600)
 
 
@@ -96,16 +99,20 @@ def ingest_rate(client: httpx.Client, paths: list[Path], per_request: int, tag: 
 
 def measure_ingest(args: argparse.Namespace, dataset: Path, workdir: Path) -> dict[str, float]:
     paths = sorted((dataset / "frames").glob("*.jpg"))[: args.frames]
-    server = serve(args, workdir / "ingest")
-    try:
-        with httpx.Client(base_url=server.url, timeout=600) as client:
-            ingest_rate(client, paths[:2], 1, "warmup")
-            return {
-                "1 frame/request": ingest_rate(client, paths, 1, "single"),
-                f"{args.batch} frames/request": ingest_rate(client, paths, args.batch, "batch"),
-            }
-    finally:
-        server.stop()
+    rates = {}
+    for max_batch in sorted({1, args.max_batch}):
+        server = serve(args, workdir / f"ingest-{max_batch}", max_batch)
+        try:
+            with httpx.Client(base_url=server.url, timeout=600) as client:
+                ingest_rate(client, paths[:2], 1, "warmup")
+                server_side = f"PS_MAX_BATCH={max_batch}"
+                rates[f"1 frame/request, {server_side}"] = ingest_rate(client, paths, 1, "single")
+                rates[f"{args.batch} frames/request, {server_side}"] = ingest_rate(
+                    client, paths, args.batch, "batch"
+                )
+        finally:
+            server.stop()
+    return rates
 
 
 def query_crops(dataset: Path, count: int) -> list[bytes]:

@@ -52,11 +52,12 @@ class Engine:
         providers: Sequence[str] = ("cuda", "cpu"),
         min_score: float | None = None,
         cache_dir: Path | None = None,
+        threads: int | None = None,
     ) -> None:
         self.model: LoadedModel = load_model_card(model_path)
         self.card: ModelCard = self.model.card
         self.min_score = self.card.score_threshold if min_score is None else min_score
-        self.session = _open_session(Path(model_path), providers, cache_dir)
+        self.session = _open_session(Path(model_path), providers, cache_dir, threads)
         self.embedding_dim = self._check_interface()
 
     @property
@@ -75,6 +76,12 @@ class Engine:
         found = self.run_frame(image).detections
         keep = found.scores >= self.min_score
         return Detections(found.boxes[keep], found.scores[keep], found.embeddings[keep])
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """``detect`` on each image. The exported graph takes one image per run (its
+        postprocessing is per image), so a batch is a loop of runs in one call: the service's
+        batcher still shares one worker and one queue between concurrent requests."""
+        return [self.detect(image) for image in images]
 
     def embed_query(self, image: np.ndarray, box: Sequence[float] | None = None) -> QueryEmbedding:
         """Embed the person in `box` (original pixels; default the whole image) of a crop."""
@@ -132,7 +139,7 @@ class Engine:
 
 
 def _open_session(
-    model_path: Path, names: Sequence[str], cache_dir: Path | None
+    model_path: Path, names: Sequence[str], cache_dir: Path | None, threads: int | None
 ) -> ort.InferenceSession:
     available = set(ort.get_available_providers())
     chosen: list[str | tuple[str, dict[str, str]]] = []
@@ -146,6 +153,8 @@ def _open_session(
         raise ModelError(f"none of the providers {list(names)} is available; have {available}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:  # else ONNX Runtime's default: one thread per physical core
+        options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(model_path), options, providers=chosen)
     except Exception as exc:  # ORT raises its own exception types for bad graphs

@@ -153,11 +153,14 @@ def _on_ray(
     from inference.card import ModelError
     from ingest.ray_pipeline import ModelOptions, RayOptions, ingest_on_ray
     from server.settings import Settings
+    from server.state import chosen_providers
 
     settings = Settings()  # the service's PS_* settings: write what it will serve
     model = ModelOptions(
         model=args.model or settings.model,
-        providers=tuple((args.providers or settings.providers).split(",")),
+        providers=tuple(args.providers.split(","))
+        if args.providers
+        else chosen_providers(settings),
         min_score=args.min_score if args.min_score is not None else settings.min_detection_score,
         max_pixels=settings.max_pixels,
     )

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         "onnxruntime has it), then cpu",
     )
     inference_threads: int = Field(1, ge=1, description="concurrent model runs")
+    max_batch: int = Field(
+        8, ge=1, description="most frames (of any requests) in one batch of ingest detections"
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="how long a batch's first frame waits for others to join it"
+    )
     faiss_threads: int = Field(
         1, ge=1, description="FAISS threads per search (1 suits concurrent single queries)"
     )

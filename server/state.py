@@ -9,10 +9,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
 import onnxruntime as ort
 
 from gallery.store import GalleryStore
-from inference.engine import PROVIDERS, Engine
+from inference.engine import PROVIDERS, Detections, Engine
+from server.batcher import Batcher
 from server.budget import PixelBudget
 from server.metrics import Metrics
 from server.settings import Settings
@@ -32,6 +34,8 @@ class ServiceState:
         self.metrics = metrics
         self.engine: Engine | None = None
         self.store: GalleryStore | None = None
+        # Ingest detections: frames of concurrent requests (and of one request) share runs.
+        self.detector: Batcher[np.ndarray, Detections] | None = None
         self.load_error: str | None = None
         # Called (from the loading thread) when loading fails: `python -m server` stops then.
         self.on_load_failure: Callable[[], None] | None = None
@@ -72,6 +76,12 @@ class ServiceState:
                 engine.embedding_dim,
                 faiss_threads=self.settings.faiss_threads,
             )
+            self.detector = Batcher(
+                self._detect_batch,
+                self.settings.max_batch,
+                self.settings.max_wait_ms / 1000,
+                name="detect-batcher",
+            )
             self.engine = engine
             self._log_ready(engine, self.store)
         except Exception as exc:
@@ -108,11 +118,24 @@ class ServiceState:
         with self.metrics.inference_seconds.labels(kind).time():
             return await loop.run_in_executor(self.inference_pool, function)
 
+    async def detect(self, image: np.ndarray) -> Detections:
+        """Detect the people in an HxWx3 uint8 image, in a batch with other frames."""
+        assert self.detector is not None
+        with self.metrics.inference_seconds.labels("detect").time():
+            return await asyncio.wrap_future(self.detector.submit(image))
+
+    def _detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
+        # on the inference pool, so that PS_INFERENCE_THREADS still bounds concurrent runs
+        assert self.engine is not None
+        return self.inference_pool.submit(self.engine.detect_batch, images).result()
+
     async def decode(self, function: Callable[[], T]) -> T:
         """Run an image decode on the decode pool."""
         return await asyncio.get_running_loop().run_in_executor(self.decode_pool, function)
 
     def close(self) -> None:
+        if self.detector is not None:
+            self.detector.close()
         self.inference_pool.shutdown(wait=True)
         self.decode_pool.shutdown(wait=True)
         if self.store is not None:

@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from galw.probe import GradientProbe
 from training.data import load_dataset
 from training.data.torch_dataset import EpochBatches
 from training.distributed import TrainingProcesses
@@ -297,3 +298,23 @@ def test_throughput_of_a_run_from_its_log(torchrun_run, capsys):
     assert set(rates) == {"main"} and rates["main"] > 0
     assert throughput_main([str(torchrun_run)]) == 0
     assert "main" in capsys.readouterr().out
+
+
+def test_probe_measures_the_norm_of_the_gradient_averaged_over_shards():
+    """What each process's probe does with its all-reduce, with the other shard's gradient
+    at hand: the magnitude of the whole batch's gradient, not a mean of the shards' norms."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(3, generator=generator))
+    shards = [torch.randn(4, 3, generator=generator) for _ in range(2)]
+
+    def losses(inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"task": (inputs @ weight).pow(2).mean()}
+
+    own, other = (torch.autograd.grad(losses(x)["task"], [weight])[0] for x in shards)
+    probe = GradientProbe(
+        [weight], ["task"], reduce_gradients=lambda tensors: [(tensors[0] + other) / 2, tensors[1]]
+    )
+    taken = probe.record(losses(shards[0]))["task"]
+    whole = torch.autograd.grad(losses(torch.cat(shards))["task"], [weight])[0]
+    assert taken == pytest.approx(float(whole.norm()), rel=1e-6)
+    assert taken < (float(own.norm()) + float(other.norm())) / 2

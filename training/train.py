@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -178,10 +179,11 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
     saved = json.loads(config_path.read_text())["options"]
     config = RunConfig.from_record(saved).with_runtime_options(args)
     kept = ", ".join(f"--{name.replace('_', '-')}" for name in RUNTIME_OPTIONS)
-    print(
-        f"[galw] resuming with the options in {config_path} (this command sets {kept})",
-        file=sys.stderr,
-    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(
+            f"[galw] resuming with the options in {config_path} (this command sets {kept})",
+            file=sys.stderr,
+        )
     if not config.data_root.is_dir():
         raise OptionError(f"saved --data-root {config.data_root}: no such directory")
     return config

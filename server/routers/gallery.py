@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -65,8 +65,11 @@ async def add_frames(
     dir) before the answer.
     """
     pending = await _check_uploads(ready, files, camera, timestamp, frame_id)
-    found = [await ready.state.infer("detect", partial(_detect, ready, frame)) for frame in pending]
-    records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, found)
+    # all frames at once into the batcher: they share model runs with each other and with
+    # other requests' frames
+    found = await asyncio.gather(*(ready.state.detect(frame.image.pixels) for frame in pending))
+    in_original = [_in_original(frame, f) for frame, f in zip(pending, found, strict=True)]
+    records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, in_original)
     return IngestOut(frames=[frame_out(request, record) for record in records])
 
 
@@ -100,8 +103,7 @@ async def _check_uploads(
     return pending
 
 
-def _detect(ready: Ready, frame: ingest.PendingFrame) -> Detections:
-    found = ready.engine.detect(frame.image.pixels)
+def _in_original(frame: ingest.PendingFrame, found: Detections) -> Detections:
     return Detections(frame.image.to_original(found.boxes), found.scores, found.embeddings)
 
 

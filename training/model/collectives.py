@@ -71,6 +71,8 @@ class ProcessGroupBatch(LocalBatch):
         dist.all_gather(counts, count, group=self.group)
         lengths = [int(c) for c in counts]
         longest = max(lengths)
+        if longest == 0:  # every shard is empty (all processes know it): nothing to send
+            return tensor.new_zeros((0, *tensor.shape[1:])), lengths
         padded = tensor.new_zeros((longest, *tensor.shape[1:]))
         padded[: len(tensor)] = tensor
         slots = [torch.empty_like(padded) for _ in range(self.world_size)]
@@ -91,6 +93,8 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         batch, lengths = ctx.batch, ctx.lengths
+        if sum(lengths) == 0:
+            return grad.new_zeros((0, *grad.shape[1:])), None
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, group=batch.group)
         start = sum(lengths[: batch.rank])

@@ -149,8 +149,8 @@ def fcos_losses(
     points_all = torch.cat(pos_points)
     ctr_pred_all = torch.cat(ctr_pred)
     ctr_target = centerness_target(reg_target_all)
-    # normalised by the global batch's counts (the reference's reduce_mean over GPUs), so the
-    # processes' mean loss is the loss of one process holding the whole batch
+    # normalised by the global batch's counts (as mmdetection's FCOS head with reduce_mean), so
+    # the processes' mean loss is the loss of one process holding the whole batch
     num_pos = collectives.mean_count(cls_flat.new_tensor(float(len(reg_target_all))))
     num_pos = num_pos.clamp(min=1.0)
     ctr_sum = collectives.mean_count(ctr_target.sum()).clamp(min=1e-6)

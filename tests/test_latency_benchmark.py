@@ -1,0 +1,25 @@
+"""benchmarks.latency runs every contestant with the same K people per frame and emits JSON."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.latency import BOUND, PEERS, main
+
+
+def test_latency_benchmark_emits_figures_for_every_contestant(tmp_path, capsys):
+    argv = ["--config", "tiny", "--size", "160x96", "--persons", "2", "--runs", "1",
+            "--warmup", "0", "--threads", "1", "--int8", "--io-binding", "--workdir", str(tmp_path),
+            "--json"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = [row["model"] for row in result["rows"]]
+    assert set(names) == {"ours-ort", BOUND, "ours-int8", "ours-eager", "reid", *PEERS}
+    assert all(0 < row["p10_ms"] <= row["median_ms"] <= row["p90_ms"] for row in result["rows"])
+    by_name = {row["model"]: row["median_ms"] for row in result["rows"]}
+    assert by_name["fcos+reid"] == round(by_name["fcos"] + by_name["reid"], 1)
+    assert set(result["ratios"]) >= {"fcos/ours-ort", "frcnn/ours-ort", "ours-eager/ours-ort"}
+    assert result["persons"] == 2 and result["size"] == "160x96"
+    close = result["int8_vs_fp32"]
+    assert close["fp32_detections"] == 2 * 2  # two held-out frames, K = 2 each
+    assert -1 <= close["min_cosine"] <= close["median_cosine"] <= 1
