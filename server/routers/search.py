@@ -156,4 +156,5 @@ async def _stored_query(ready: Ready, detection_id: int) -> tuple[np.ndarray, Qu
 
 
 def _embed(ready: Ready, image: DecodedImage, box: tuple[float, ...] | None) -> QueryEmbedding:
-    return ready.engine.embed_query(image.pixels, box)
+    """The engine sees the decoded (possibly shrunk) pixels: the box goes there and back."""
+    return ready.engine.embed_query(image.pixels, None if box is None else image.to_pixels(box))
