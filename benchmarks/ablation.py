@@ -19,8 +19,8 @@ run is done (or with ``--summarise-only``), OUT/summary.json and OUT/summary.md 
 metrics per variant (mean and spread over seeds), OUT/sigmas.png draws the sigmas of every
 weighted variant, and ``--artefacts DIR`` copies each run's small files (no checkpoints or ONNX).
 
-    python -m training.synth --out data/ablation --format prw --frames 120 --identities 40 \\
-        --cameras 6 --seed 7 --size 384x216 --test-fraction 0.5
+    python -m training.synth --out data/ablation --format prw --frames 300 --identities 80 \\
+        --cameras 6 --seed 7 --size 640x360 --test-fraction 0.5
     python -m benchmarks.ablation --data-root data/ablation --budget cpu --seeds 0,1 \\
         --out runs/ablation --jobs 2 --artefacts docs/ablation
 """
@@ -92,10 +92,12 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # for tests and a first look: minutes for the whole set on a tiny dataset
     "smoke": Budget(1, 2, 1, "320,180", "96,128", 10),
-    # the CPU set of docs/RESULTS.md (2 shared cores): 384x216 frames, the training long side
-    # scaled from the demo's 800..1120 for 960x540, warmup cut to 20 iterations (2/3 of an
-    # epoch of 60 frames)
-    "cpu": Budget(3, 2, 4, "384,216", "320,448", 20),
+    # the CPU set of docs/RESULTS.md (about two hours for 2 seeds on 2 free cores, two 1-thread
+    # runs at a time): 640x360 frames (persons about 3 stride-8 cells wide; at 384x216 they are
+    # under 2 and a 90-iteration set learned nothing), the training long side scaled from the
+    # demo's 800..1120 for 960x540, 14 epochs of 150 frames (1050 iterations, the demo's
+    # embeddings had separated by its step 1000), the demo's 8 probed batches
+    "cpu": Budget(14, 2, 8, "640,360", "544,736", 50),
     # the demo model's own budget (models/demo/README.md: its 960x540 data of 500 training
     # frames; about 45 CPU minutes per run on 2 free cores, so meant for a GPU or a long night)
     "demo": Budget(24, 2, 8, "960,540", "800,1120", 100),
