@@ -21,10 +21,12 @@ from inference.preprocess import DEFAULT_MAX_SIZE, PAD_COLOUR, PIXEL_MEAN, PIXEL
 # The graph's inputs and outputs, in order (see docs/ARCHITECTURE.md, "The model artefact").
 INPUT_NAMES = ("image", "boxes")
 OUTPUT_NAMES = ("det_boxes", "det_scores", "det_embeddings", "box_embeddings")
+# Graphs exported with a batch dimension (card field ``batch``) also say whose each detection is.
+BATCH_OUTPUT = "det_images"
 INPUT_DOCS = {
-    "image": "uint8 [1,3,H,W] RGB, resized to fit max_size and padded (bottom/right) with "
-    "pad_colour to a multiple of size_divisor",
-    "boxes": "float32 [Q,4] x1,y1,x2,y2 in input pixels (Q may be 0)",
+    "image": "uint8 [B,3,H,W] RGB (B=1 unless the card says batch), each resized to fit "
+    "max_size and padded (bottom/right) with pad_colour to a multiple of size_divisor",
+    "boxes": "float32 [Q,4] x1,y1,x2,y2 in input pixels of image 0 (Q may be 0)",
 }
 OUTPUT_DOCS = {
     "det_boxes": "float32 [K,4] x1,y1,x2,y2 in input pixels",
@@ -32,6 +34,7 @@ OUTPUT_DOCS = {
     "det_embeddings": "float32 [K,D] L2-normalised",
     "box_embeddings": "float32 [Q,D] L2-normalised",
 }
+BATCH_OUTPUT_DOC = "int64 [K] the image (0..B-1) of each detection; images in order"
 CARD_NAME = "model.json"
 # Detections below this are not worth storing when a card names no threshold (SeqNet's 0.5).
 FALLBACK_SCORE_THRESHOLD = 0.5
@@ -64,6 +67,9 @@ class ModelCard:
     exporter: str | None = None
     opset: int | None = None
     precision: str = "fp32"
+    # The graph takes B images of one padded size per run and returns det_images (graphs
+    # exported before it was added take one image per run).
+    batch: bool = False
     config: dict[str, Any] = field(default_factory=dict)
     num_ids: int | None = None
     queue_size: int | None = None

@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inference.card import (
+    BATCH_OUTPUT,
     INPUT_NAMES,
     OUTPUT_NAMES,
     LoadedModel,
@@ -25,7 +26,7 @@ from inference.card import (
     load_model_card,
 )
 from inference.outputs import Detections, FrameOutputs, QueryEmbedding, choose_query_embedding
-from inference.preprocess import fit_scale, resize_and_pad
+from inference.preprocess import Prepared, fit_scale, resize_and_pad
 
 __all__ = ["Detections", "Engine", "FrameOutputs", "QueryEmbedding", "choose_query_embedding"]
 
@@ -53,7 +54,11 @@ class Engine:
         min_score: float | None = None,
         cache_dir: Path | None = None,
         threads: int | None = None,
+        max_batch: int = 8,
     ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
         self.model: LoadedModel = load_model_card(model_path)
         self.card: ModelCard = self.model.card
         self.min_score = self.card.score_threshold if min_score is None else min_score
@@ -73,15 +78,37 @@ class Engine:
 
     def detect(self, image: np.ndarray) -> Detections:
         """Detect people in an HxWx3 uint8 RGB image; keep those scoring >= min_score."""
-        found = self.run_frame(image).detections
-        keep = found.scores >= self.min_score
-        return Detections(found.boxes[keep], found.scores[keep], found.embeddings[keep])
+        return self._kept(self.run_frame(image).detections)
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """``detect`` on each image. The exported graph takes one image per run (its
-        postprocessing is per image), so a batch is a loop of runs in one call: the service's
-        batcher still shares one worker and one queue between concurrent requests."""
-        return [self.detect(image) for image in images]
+        """``detect`` on each image, the same result. A graph exported with a batch dimension
+        (card ``batch``) runs the images that pad to the same size together, at most
+        ``max_batch`` per run; an older graph runs them one by one."""
+        if not self.card.batch:
+            return [self.detect(image) for image in images]
+        prepared = [self._prepare(image) for image in images]
+        buckets: dict[tuple[int, ...], list[int]] = {}
+        for position, item in enumerate(prepared):
+            buckets.setdefault(item.image.shape, []).append(position)
+        results: list[Detections | None] = [None] * len(images)
+        for positions in buckets.values():
+            for start in range(0, len(positions), self.max_batch):
+                chunk = positions[start : start + self.max_batch]
+                feeds = {
+                    "image": np.stack([prepared[i].image for i in chunk]),
+                    "boxes": np.zeros((0, 4), np.float32),
+                }
+                boxes, scores, embeddings, _, owners = self.session.run(
+                    [*OUTPUT_NAMES, BATCH_OUTPUT], feeds
+                )
+                for slot, position in enumerate(chunk):
+                    mine = owners == slot
+                    found = self._to_frame(
+                        boxes[mine], scores[mine], embeddings[mine], prepared[position],
+                        images[position].shape,
+                    )  # fmt: skip
+                    results[position] = self._kept(found)
+        return [found for found in results if found is not None]
 
     def embed_query(self, image: np.ndarray, box: Sequence[float] | None = None) -> QueryEmbedding:
         """Embed the person in `box` (original pixels; default the whole image) of a crop."""
@@ -100,14 +127,7 @@ class Engine:
     ) -> FrameOutputs:
         """Run the graph on an HxWx3 uint8 RGB image with query ``boxes`` [Q,4] (original
         pixels); the image is resized to the card's size (never enlarged if not ``upscale``)."""
-        height, width = image.shape[:2]
-        scale = fit_scale(width, height, self.card.max_size)
-        prepared = resize_and_pad(
-            image,
-            divisor=self.card.size_divisor,
-            scale=scale if upscale else min(scale, 1.0),
-            pad_colour=self.card.pad_colour,
-        )
+        prepared = self._prepare(image, upscale)
         given = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32)
         feeds = {
             "image": prepared.image[None],
@@ -116,16 +136,44 @@ class Engine:
         det_boxes, scores, det_embeddings, box_embeddings = self.session.run(
             list(OUTPUT_NAMES), feeds
         )
-        det_boxes = det_boxes.astype(np.float32) / prepared.scale
-        det_boxes = np.clip(det_boxes, 0, [width, height, width, height]).astype(np.float32)
-        detections = Detections(det_boxes, scores.astype(np.float32), det_embeddings)
+        detections = self._to_frame(det_boxes, scores, det_embeddings, prepared, image.shape)
         return FrameOutputs(detections, box_embeddings)
+
+    def _prepare(self, image: np.ndarray, upscale: bool = True) -> Prepared:
+        height, width = image.shape[:2]
+        scale = fit_scale(width, height, self.card.max_size)
+        return resize_and_pad(
+            image,
+            divisor=self.card.size_divisor,
+            scale=scale if upscale else min(scale, 1.0),
+            pad_colour=self.card.pad_colour,
+        )
+
+    @staticmethod
+    def _to_frame(
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        embeddings: np.ndarray,
+        prepared: Prepared,
+        shape: tuple[int, ...],
+    ) -> Detections:
+        """Detections with their boxes back in the original image's pixels."""
+        height, width = shape[:2]
+        boxes = boxes.astype(np.float32) / prepared.scale
+        boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+        return Detections(boxes, scores.astype(np.float32), embeddings)
+
+    def _kept(self, found: Detections) -> Detections:
+        keep = found.scores >= self.min_score
+        return Detections(found.boxes[keep], found.scores[keep], found.embeddings[keep])
 
     def _check_interface(self) -> int:
         inputs = {node.name for node in self.session.get_inputs()}
         outputs = {node.name: node for node in self.session.get_outputs()}
         missing = [n for n in INPUT_NAMES if n not in inputs]
         missing += [n for n in OUTPUT_NAMES if n not in outputs]
+        if self.card.batch and BATCH_OUTPUT not in outputs:
+            missing.append(BATCH_OUTPUT)
         if missing:
             raise ModelError(f"{self.model.path} lacks the inputs/outputs {missing}")
         graph_dim = outputs["det_embeddings"].shape[-1]

@@ -66,6 +66,7 @@ class ServiceState:
                 chosen_providers(self.settings),
                 self.settings.min_detection_score,
                 cache_dir=self.settings.data_dir / "trt-cache",
+                max_batch=self.settings.max_batch,
             )
             engine.warm_up()
             self.frames_dir.mkdir(parents=True, exist_ok=True)

@@ -27,13 +27,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from inference.card import INPUT_NAMES, OUTPUT_NAMES, ModelCard
+from inference.card import (
+    BATCH_OUTPUT,
+    BATCH_OUTPUT_DOC,
+    INPUT_NAMES,
+    OUTPUT_DOCS,
+    OUTPUT_NAMES,
+    ModelCard,
+)
 from inference.preprocess import PAD_COLOUR, PIXEL_MEAN, PIXEL_STD, SIZE_DIVISOR
 from training.model import build_model
 from training.model.config import resolve_config
 from training.model.network import PersonSearchModel
 
 OPSET = 19
+MAX_BATCH = 64  # images per run the graph accepts
 EMBEDDINGS = ("concat", "alignps", "roi")
 # The checkpoint key holding the card fields of the run's own export.
 CARD_KEY = "card"
@@ -46,13 +54,16 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model, self.embedding = model, embedding
 
-    def forward(self, image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(
+        self, image: Tensor, boxes: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         out = self.model.detect_and_embed(image, boxes)
         return (
             out["boxes"],
             out["scores"],
             self._pick(out["emb_alignps"], out["emb_roi"]),
             self._pick(out["query_alignps"], out["query_roi"]),
+            out["images"],
         )
 
     def _pick(self, alignps: Tensor, roi: Tensor) -> Tensor:
@@ -85,11 +96,16 @@ def export_onnx(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportWrapper(half_precision(model) if fp16 else model.eval().cpu(), embedding)
-    image = torch.randint(0, 256, (1, 3, 256, 320), dtype=torch.uint8)
+    # two images: an example batch of one would fix the batch dimension at 1
+    image = torch.randint(0, 256, (2, 3, 256, 320), dtype=torch.uint8)
     boxes = torch.tensor([[16.0, 16.0, 80.0, 200.0], [100.0, 40.0, 180.0, 240.0]])
     height, width = torch.export.Dim("h32", min=2, max=200), torch.export.Dim("w32", min=2, max=200)
     dynamic_shapes = {
-        "image": {2: SIZE_DIVISOR * height, 3: SIZE_DIVISOR * width},
+        "image": {
+            0: torch.export.Dim("b", min=1, max=MAX_BATCH),
+            2: SIZE_DIVISOR * height,
+            3: SIZE_DIVISOR * width,
+        },
         "boxes": {0: torch.export.Dim("q", min=0, max=4096)},
     }
     with torch.no_grad(), warnings.catch_warnings():
@@ -100,7 +116,7 @@ def export_onnx(
             dynamo=True,
             opset_version=OPSET,
             input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
+            output_names=[*OUTPUT_NAMES, BATCH_OUTPUT],
             dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
@@ -143,6 +159,8 @@ def model_card(
             "max_detections": config.max_detections,
         },
         random_weights=True,
+        batch=True,
+        outputs={**OUTPUT_DOCS, BATCH_OUTPUT: BATCH_OUTPUT_DOC},
     )
     return ModelCard.from_dict({**base.to_dict(), **fields})
 

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss, nms, sigmoid_focal_loss
 
 from .backbone import group_count
 from .collectives import LocalBatch
@@ -185,18 +185,23 @@ def fcos_losses(
 
 def detect(
     cls: Tensor, ltrb: Tensor, ctr: Tensor, image_hw: tuple, pre_nms_top: int, cls_threshold: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Candidate boxes, scores (sigmoid(cls) * sigmoid(ctr)) and location indices for image 0,
-    before NMS: top `pre_nms_top` by score, then sigmoid(cls) >= cls_threshold. Export-friendly."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Candidate boxes, scores (sigmoid(cls) * sigmoid(ctr)), image indices and location indices
+    (row-major over every image's locations, [B*H*W]) of a batch, before NMS: per image the top
+    `pre_nms_top` by score, then sigmoid(cls) >= cls_threshold. Image 0's candidates come first,
+    each image's by falling score. Export-friendly."""
+    batch = cls.shape[0]
     height, width = cls.shape[-2:]
-    cls_prob = cls[0, 0].reshape(-1).sigmoid()
-    scores = cls_prob * ctr[0, 0].reshape(-1).sigmoid()
-    k = torch.sym_min(pre_nms_top, scores.shape[0])
-    top_scores, top_index = scores.topk(k)
-    keep = cls_prob[top_index] >= cls_threshold
-    index = top_index[keep]
-    points = locations(height, width, cls.device)[index]
-    boxes = decode(points, ltrb[0].flatten(1).t()[index])
+    cls_prob = cls[:, 0].flatten(1).sigmoid()  # [B, H*W]
+    scores = cls_prob * ctr[:, 0].flatten(1).sigmoid()
+    k = torch.sym_min(pre_nms_top, scores.shape[1])
+    top_scores, top_index = scores.topk(k, dim=1)
+    keep = cls_prob.gather(1, top_index) >= cls_threshold
+    image = torch.arange(batch, device=cls.device).unsqueeze(1).expand_as(top_index)[keep]
+    location = top_index[keep]
+    index = image * (height * width) + location
+    points = locations(height, width, cls.device)[location]
+    boxes = decode(points, ltrb.flatten(2).transpose(1, 2).flatten(0, 1)[index])
     boxes = torch.stack(
         [
             boxes[:, 0].clamp(0, image_hw[1]),
@@ -206,4 +211,24 @@ def detect(
         ],
         dim=1,
     )
-    return boxes, top_scores[keep], index
+    return boxes, top_scores[keep], image, index
+
+
+def nms_per_image(
+    boxes: Tensor,
+    scores: Tensor,
+    image: Tensor,
+    batch: int,
+    iou: float,
+    image_hw: tuple,
+    most: int,
+) -> Tensor:
+    """Indices of the boxes NMS keeps within each image (boxes of different images never
+    suppress each other), at most ``most`` per image, by falling score. Export-friendly: one
+    NMS over boxes shifted apart by image (coordinates are clamped to the image)."""
+    shift = (image.to(boxes.dtype) * (torch.sym_max(image_hw[0], image_hw[1]) + 1)).unsqueeze(1)
+    keep = nms(boxes + shift, scores, iou)
+    kept_image = image[keep]
+    same = kept_image.unsqueeze(1) == torch.arange(batch, device=image.device).unsqueeze(0)
+    rank = (same.long().cumsum(0) * same.long()).sum(1) - 1  # place within its image
+    return keep[rank < most]

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import nms
 
 from inference.preprocess import PIXEL_MEAN, PIXEL_STD
 
@@ -136,38 +135,45 @@ class PersonSearchModel(nn.Module):
 
     @torch.no_grad()
     def infer(self, images: Tensor, query_boxes: Tensor | None = None) -> dict[str, Tensor]:
-        if len(images) != 1:
-            raise ValueError(f"inference takes one image at a time, got a batch of {len(images)}")
         return self.detect_and_embed(images, query_boxes)
 
     def detect_and_embed(self, images: Tensor, query_boxes: Tensor | None) -> dict[str, Tensor]:
-        """Detections with both embeddings, and both embeddings of the query boxes (traceable)."""
+        """Detections of every image with both embeddings (``images`` says whose each is), and
+        both embeddings of the query boxes, which are boxes of image 0 (traceable). Each image's
+        results are those it gets alone: every op after the input is per image."""
         if query_boxes is None:
             query_boxes = images.new_zeros((0, 4), dtype=torch.float32)
         c4, p3 = self.features(images)
         cls, ltrb, ctr = self.fcos_head(p3)
         cfg = self.config
-        boxes, scores, index = fcos.detect(
-            cls, ltrb, ctr, images.shape[-2:], cfg.pre_nms_top, cfg.cls_threshold
+        image_hw = images.shape[-2:]
+        boxes, scores, image, index = fcos.detect(
+            cls, ltrb, ctr, image_hw, cfg.pre_nms_top, cfg.cls_threshold
         )
         boxes, scores = boxes.float(), scores.float()  # NMS stays fp32 in an fp16 graph
-        keep = nms(boxes, scores, cfg.nms_iou)[: cfg.max_detections]
-        boxes, scores, index = boxes[keep], scores[keep], index[keep]
-        flat_p3 = p3[0].flatten(1).t()
+        keep = fcos.nms_per_image(
+            boxes, scores, image, images.shape[0], cfg.nms_iou, image_hw, cfg.max_detections
+        )
+        boxes, scores, image, index = boxes[keep], scores[keep], image[keep], index[keep]
+        flat_p3 = p3.flatten(2).transpose(1, 2).flatten(0, 1)  # [B*H*W, C], image 0 first
         query_boxes = query_boxes.float()
         return {
             "boxes": boxes,
             "scores": scores,
+            "images": image,
             "emb_alignps": F.normalize(flat_p3[index].float(), dim=1),
-            "emb_roi": self._roi_embed(c4, boxes),
+            "emb_roi": self._roi_embed(c4, boxes, image),
             "query_alignps": F.normalize(flat_p3[_centre_index(query_boxes, p3)].float(), dim=1),
-            "query_roi": self._roi_embed(c4, query_boxes),
+            "query_roi": self._roi_embed(
+                c4, query_boxes, query_boxes.new_zeros(query_boxes.shape[0])
+            ),
         }
 
-    def _roi_embed(self, c4: Tensor, boxes: Tensor) -> Tensor:
+    def _roi_embed(self, c4: Tensor, boxes: Tensor, image: Tensor) -> Tensor:
         # A leading dummy ROI (dropped after) keeps every op's batch >= 1: ONNX Runtime's
         # GroupNorm decomposition cannot reshape an empty batch. Eval-mode ops are per-ROI.
-        rois = torch.cat([boxes.new_zeros((boxes.shape[0] + 1, 1)), _with_dummy(boxes)], dim=1)
+        owners = torch.cat([image.new_zeros(1), image]).to(boxes.dtype).unsqueeze(1)
+        rois = torch.cat([owners, _with_dummy(boxes)], dim=1)
         return self.roi_head(c4, rois)[0][1:].float()
 
 
