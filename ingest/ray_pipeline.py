@@ -187,36 +187,39 @@ class Detector:
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        refusals = list(batch["refused"])
+        decoded = {}
+        for position, (name, data) in enumerate(zip(batch["name"], batch["data"], strict=True)):
+            if refusals[position] or batch["stored"][position]:
+                continue
+            try:
+                # as the service decodes an upload: at most the model's input size
+                decoded[position] = decode_image(
+                    data, name, self.max_pixels, self.engine.card.max_size
+                )
+            except Problem as problem:  # what the service would have answered
+                refused = Refusal(
+                    name, problem.status, HTTPStatus(problem.status).phrase, problem.detail,
+                    problem.kind,
+                )  # fmt: skip
+                refusals[position] = json.dumps(asdict(refused))
+        # one call for the batch: a graph with a batch dimension runs same-size frames together
+        found = self.engine.detect_batch([image.pixels for image in decoded.values()])
+        detections = {
+            position: Detections(image.to_original(one.boxes), one.scores, one.embeddings)
+            for (position, image), one in zip(decoded.items(), found, strict=True)
+        }
         columns: dict[str, list[Any]] = {
             key: [] for key in ("suffix", "width", "height", "boxes", "scores", "embeddings")
         }
-        refusals = list(batch["refused"])
-        for position, (name, data) in enumerate(zip(batch["name"], batch["data"], strict=True)):
-            image, found = None, self.nobody
-            if not refusals[position] and not batch["stored"][position]:
-                try:
-                    # as the service decodes an upload: at most the model's input size
-                    image = decode_image(data, name, self.max_pixels, self.engine.card.max_size)
-                except Problem as problem:  # what the service would have answered
-                    refused = Refusal(
-                        name,
-                        problem.status,
-                        HTTPStatus(problem.status).phrase,
-                        problem.detail,
-                        problem.kind,
-                    )
-                    refusals[position] = json.dumps(asdict(refused))
-                else:
-                    found = self.engine.detect(image.pixels)
-                    found = Detections(
-                        image.to_original(found.boxes), found.scores, found.embeddings
-                    )
+        for position in range(len(refusals)):
+            image, people = decoded.get(position), detections.get(position, self.nobody)
             columns["suffix"].append(image.suffix if image else "")
             columns["width"].append(image.width if image else 0)
             columns["height"].append(image.height if image else 0)
-            columns["boxes"].append(found.boxes)
-            columns["scores"].append(found.scores)
-            columns["embeddings"].append(found.embeddings)
+            columns["boxes"].append(people.boxes)
+            columns["scores"].append(people.scores)
+            columns["embeddings"].append(people.embeddings)
         out = {key: _objects(values) for key, values in columns.items()}
         return {**batch, **out, "refused": _objects(refusals)}
 
