@@ -2,10 +2,12 @@
 
     python -m training.quantize --model model.onnx --out int8/model.onnx --frames DIR [--count 8]
 
-Weights per output channel (int8, 7-bit range: this machine's AVX2 without VNNI saturates
-full-range u8 x s8 products) and activations (uint8) from min/max calibration on frames (the
+Weights per output channel (int8, 7-bit range: x86 CPUs without VNNI, such as the AMD EPYC the
+benchmarks first ran on, saturate full-range u8 x s8 products; with VNNI it costs a bit of
+precision and nothing else) and activations (uint8) from min/max calibration on frames (the
 first ``--count`` .jpg under ``--frames``, prepared as the engine prepares them). Only Conv is
-quantised (DeformConv has no int8 kernel; RoIAlign, NMS and the embedding heads stay fp32), and
+quantised (DeformConv has no int8 kernel, and rewriting it into quantisable ops is slower:
+``benchmarks.deform_conv``; RoIAlign, NMS and the embedding heads stay fp32), and
 not all of them (``KEEP_FP32``).
 The card beside the output is the source's with ``precision: int8`` and the new checksum.
 ``python -m benchmarks.latency --int8`` measures what it costs in accuracy and gains in time.
