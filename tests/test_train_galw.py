@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from inference.card import OUTPUT_NAMES
 from inference.preprocess import load_rgb, resize_and_pad
 from training.data import load_dataset
 from training.data.base import ImageRecord
@@ -146,7 +147,7 @@ def check_onnx_matches_checkpoint(run: Path, card: dict, data_root: Path) -> Non
     boxes = (record.boxes[:1] * prepared.scale).astype(np.float32)
     session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
     det_boxes, det_scores, det_embeddings, box_embeddings = session.run(
-        None, {"image": prepared.image[None], "boxes": boxes}
+        list(OUTPUT_NAMES), {"image": prepared.image[None], "boxes": boxes}
     )
     assert det_boxes.shape[1] == 4 and len(det_scores) == len(det_boxes)
     assert det_embeddings.shape == (len(det_boxes), card["embedding_dim"])
