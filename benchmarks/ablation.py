@@ -16,8 +16,9 @@ seeds, and differs only in how the losses are weighted and grouped:
 Each run lives in OUT/seed<S>/<variant>; a run whose directory holds metrics.json is done and
 skipped, one with a config.json but no metrics.json is continued with ``--resume``. When every
 run is done (or with ``--summarise-only``), OUT/summary.json and OUT/summary.md tabulate the
-metrics per variant (mean and spread over seeds), OUT/sigmas.png draws the sigmas of every
-weighted variant, and ``--artefacts DIR`` copies each run's small files (no checkpoints or ONNX).
+metrics per variant (mean and spread over seeds), OUT/results.png draws them (mean and each
+seed), OUT/sigmas.png draws the sigmas of every weighted variant, and ``--artefacts DIR``
+copies each run's small files (no checkpoints or ONNX).
 
     python -m training.synth --out data/ablation --format prw --frames 300 --identities 80 \\
         --cameras 6 --seed 7 --size 640x360 --test-fraction 0.5
@@ -385,6 +386,38 @@ def plot_sigmas(jobs: Sequence[Job], path: Path) -> bool:
     return True
 
 
+PLOTTED = (
+    ("concat_mAP", "concat mAP"),
+    ("concat_top1", "concat top-1"),
+    ("det_recall", "detection recall"),
+)
+
+
+def plot_results(rows: Mapping[str, Mapping], path: Path) -> bool:
+    """One panel per figure of ``PLOTTED``: a bar per variant at its mean over the seeds, a
+    dot per seed; False when no run has finished."""
+    from matplotlib.figure import Figure
+
+    from galw.plots import save_figure
+
+    done = {name: row for name, row in rows.items() if row["seeds"]}
+    if not done:
+        return False
+    figure = Figure(figsize=(5 * len(PLOTTED), 0.45 * len(done) + 1.6))
+    for index, (key, title) in enumerate(PLOTTED):
+        axes = figure.add_subplot(1, len(PLOTTED), index + 1)
+        for position, row in enumerate(reversed(done.values())):
+            values = [seed[key] for seed in row["seeds"].values()]
+            axes.barh(position, statistics.fmean(values), color="C0", alpha=0.35)
+            axes.plot(values, [position] * len(values), "o", color="C0", markersize=4)
+        axes.set_yticks(range(len(done)))
+        axes.set_yticklabels(reversed(list(done)) if index == 0 else [])
+        axes.set_title(f"{title} (bar: mean, dots: seeds)", fontsize="small")
+        axes.grid(axis="x", alpha=0.3)
+    save_figure(figure, path)
+    return True
+
+
 def regroupings(jobs: Sequence[Job], counts: Sequence[int]) -> dict[str, dict[str, list]]:
     """The slope groups each recorded probe gives for several group counts (Table 4's
     partitions, without training them)."""
@@ -418,7 +451,7 @@ def copy_artefacts(out: Path, jobs: Sequence[Job], target: Path) -> None:
                 destination = target / job.run.relative_to(out) / name
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, destination)
-    for name in ("summary.json", "summary.md", "sigmas.png"):
+    for name in ("summary.json", "summary.md", "sigmas.png", "results.png"):
         if (out / name).is_file():
             target.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / name, target / name)
@@ -435,6 +468,7 @@ def write_summary(out: Path, jobs: Sequence[Job], header: Mapping) -> dict:
     table = markdown_table(rows)
     (out / "summary.md").write_text(table, encoding="utf-8")
     plot_sigmas(jobs, out / "sigmas.png")
+    plot_results(rows, out / "results.png")
     print(table)
     return summary
 

@@ -112,6 +112,7 @@ def test_a_two_variant_set_runs_summarises_and_is_skipped_once_done(tiny_prw, tm
     assert "final_sigmas" not in summary["variants"]["fixed"]["seeds"]["0"]
     assert set(summary["variants"]["fixed"]["seeds"]["0"]["last_epoch_losses"]) == set(TASKS)
     assert (out / "sigmas.png").is_file()  # rulwf has sigmas; fixed has none
+    assert (out / "results.png").is_file()
     assert "| fixed weights (reference) (`fixed`) | 1 |" in (out / "summary.md").read_text()
 
     stamp = (out / "seed0" / "fixed" / "metrics.json").stat().st_mtime_ns
