@@ -23,7 +23,7 @@ copies each run's small files (no checkpoints or ONNX).
     python -m training.synth --out data/ablation --format prw --frames 300 --identities 80 \\
         --cameras 6 --seed 7 --size 640x360 --test-fraction 0.5
     python -m benchmarks.ablation --data-root data/ablation --budget cpu --seeds 0,1 \\
-        --out runs/ablation --jobs 2 --artefacts docs/ablation
+        --out runs/ablation --jobs 2 --attr --artefacts docs/ablation
 """
 
 from __future__ import annotations
