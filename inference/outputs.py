@@ -34,15 +34,19 @@ def embedding_part(outputs: FrameOutputs, part: slice) -> FrameOutputs:
     concatenated embedding, see ``inference.card.branch_slices``)."""
 
     def unit(rows: np.ndarray) -> np.ndarray:
-        rows = rows[:, part]
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit_rows(rows[:, part])
 
     found = outputs.detections
     return FrameOutputs(
         Detections(found.boxes, found.scores, unit(found.embeddings)),
         unit(outputs.box_embeddings),
     )
+
+
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (float32; zero rows stay zero)."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
@@ -37,8 +38,18 @@ def upload_name(upload: UploadFile, field: str, position: int | None = None) -> 
     return f"{where} ({upload.filename})" if upload.filename else where
 
 
-def parse_box(text: str, width: int, height: int) -> tuple[float, float, float, float]:
-    """'x1,y1,x2,y2' inside a width x height image, with x1 < x2 and y1 < y2."""
+@dataclass(frozen=True)
+class AskedBox:
+    """A box given with a query image, inside that image."""
+
+    box: tuple[float, float, float, float]
+    clipped: bool  # the box as given reached outside the image
+
+
+def parse_box(text: str, width: int, height: int) -> AskedBox:
+    """'x1,y1,x2,y2' with x1 < x2 and y1 < y2, clipped to the width x height image (annotated
+    boxes often start a pixel or two outside their frame); a box with no part inside it is
+    refused."""
     parts = text.split(",")
     try:
         values = tuple(float(part) for part in parts)
@@ -49,11 +60,12 @@ def parse_box(text: str, width: int, height: int) -> tuple[float, float, float, 
     x1, y1, x2, y2 = values
     if not (x1 < x2 and y1 < y2):
         raise Problem(422, "invalid-box", f"box needs x1 < x2 and y1 < y2, got {text!r}")
-    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+    clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+    if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
         raise Problem(
-            422, "box-outside-image", f"box {text!r} is not inside the {width}x{height} image"
+            422, "box-outside-image", f"box {text!r} has no part inside the {width}x{height} image"
         )
-    return x1, y1, x2, y2
+    return AskedBox(clipped, clipped != values)
 
 
 def parse_timestamp(text: str, field: str = "timestamp") -> float:

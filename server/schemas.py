@@ -61,6 +61,9 @@ class QueryOut(BaseModel):
         "box: the asked box was embedded directly; stored: the stored detection_id's embedding"
     )
     iou: float | None = Field(description="IoU of the chosen detection with the asked box")
+    clipped: bool = Field(
+        False, description="the asked box reached outside the query image and was clipped to it"
+    )
     detection_id: int | None = Field(None, description="the stored detection searched from")
     frame_id: str | None = Field(None, description="the frame of that stored detection")
 

@@ -101,3 +101,63 @@ def test_each_branch_is_its_part_of_the_concat_embedding(split, tmp_path, capsys
             got = np.asarray(part["gallery"][image]["embeddings"], dtype=np.float32)
             np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-5)
         start += dim
+
+
+def test_stored_queries_take_the_detection_on_the_person_else_keep_the_frame_query():
+    from types import SimpleNamespace
+
+    from training.data.base import Query
+    from training.evaluate.query_modes import with_stored_queries
+
+    queries = [
+        Query("a.jpg", np.array([10, 10, 50, 90], np.float32), pid=1, camera=1),
+        Query("b.jpg", np.array([10, 10, 50, 90], np.float32), pid=2, camera=1),
+        Query("c.jpg", np.array([10, 10, 50, 90], np.float32), pid=3, camera=2),
+    ]
+    unit = np.eye(4, dtype=np.float32)
+    results = {
+        "gallery": {
+            # the person's detection (IoU 0.8) and a neighbour's
+            "a.jpg": {
+                "boxes": [[12, 10, 50, 86], [60, 10, 90, 90]],
+                "scores": [0.9, 0.9],
+                "embeddings": [unit[0], unit[1]],
+            },
+            # the person's detection scores below the threshold: not stored
+            "b.jpg": {"boxes": [[10, 10, 50, 90]], "scores": [0.1], "embeddings": [unit[2]]},
+            # a detection overlapping the person too little (IoU < 0.5)
+            "c.jpg": {"boxes": [[30, 10, 70, 90]], "scores": [0.9], "embeddings": [unit[3]]},
+        },  # fmt: skip
+        "queries": [{"embedding": -unit[k]} for k in range(3)],
+    }
+    dataset = SimpleNamespace(name="prw", queries=queries)
+    stored, without = with_stored_queries(dataset, results, min_score=0.5)
+    assert without == 2
+    np.testing.assert_array_equal(stored["queries"][0]["embedding"], unit[0])
+    np.testing.assert_array_equal(stored["queries"][1]["embedding"], -unit[1])
+    np.testing.assert_array_equal(stored["queries"][2]["embedding"], -unit[2])
+    assert stored["gallery"] is results["gallery"]
+
+
+def test_query_modes_need_a_model(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--dataset", "prw", "--data-root", str(tmp_path), "--results", "R.json",
+              "--query-mode", "crop"])  # fmt: skip
+    assert "--query-mode needs --model" in capsys.readouterr().err
+
+
+def test_all_query_modes_share_the_gallery_and_differ_only_in_queries(split, capsys):
+    name, root = split
+    common = ["--dataset", name, "--data-root", str(root), "--json", "--no-progress"]
+    if name == "cuhk":
+        common += ["--gallery-size", "-1"]
+    modes = evaluate(capsys, *common, "--model", str(DEMO), "--query-mode", "all")["query_modes"]
+    assert set(modes) == {"frame", "crop", "stored"}
+    for mode, metrics in modes.items():
+        assert metrics["query_mode"] == mode and 0.0 <= metrics["mAP"] <= 1.0
+        # one gallery: detection figures are the same whichever way the queries are asked
+        assert metrics["det_ap"] == modes["frame"]["det_ap"]
+    stored = modes["stored"]
+    assert 0 <= stored["queries_without_stored_detection"] <= stored["num_queries"]
+    single = evaluate(capsys, *common, "--model", str(DEMO), "--query-mode", "crop")
+    assert single["query_mode"] == "crop" and single["mAP"] == modes["crop"]["mAP"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from training.model import TASKS, build_model, fcos
+from inference.preprocess import PAD_COLOUR, SIZE_DIVISOR
+from training.model import CONFIGS, TASKS, build_model, fcos
+from training.model.crops import cut_crop_queries
 from training.model.neck import AFANeck, DeformConv3x3, deform_conv3x3_by_sampling
 from training.model.reid_losses import OIMLoss, batch_hard_triplet, box_means
 from training.model.roi import ROISampler
@@ -176,3 +179,61 @@ def test_torchvision_deform_conv_path_runs_in_fp32_under_autocast():
             got = layer(x)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
+
+
+def _batch_with_people() -> tuple[torch.Tensor, list[dict]]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 160, 224), dtype=torch.uint8, generator=generator)
+    targets = [
+        {"boxes": torch.tensor([[10.0, 20.0, 50.0, 120.0], [100.0, 30.0, 130.0, 100.0]]),
+         "pids": torch.tensor([0, -1])},
+        {"boxes": torch.tensor([[150.0, 40.0, 200.0, 150.0], [5.0, 5.0, 9.0, 9.0]]),
+         "pids": torch.tensor([2, 1])},
+    ]  # fmt: skip
+    return images, targets
+
+
+def test_crop_queries_are_labelled_people_laid_out_as_the_service_lays_out_a_crop():
+    images, targets = _batch_with_people()
+    torch.manual_seed(0)
+    groups = cut_crop_queries(images, targets, count=8, jitter=0.0)
+    # the unlabelled person and the one smaller than MIN_SIDE are not cut
+    assert sorted(int(p) for g in groups for p in g.pids) == [0, 2]
+    for group in groups:
+        height, width = group.images.shape[-2:]
+        assert height % SIZE_DIVISOR == 0 and width % SIZE_DIVISOR == 0
+        for canvas, box, pid in zip(group.images, group.boxes, group.pids, strict=True):
+            source = 0 if int(pid) == 0 else 1
+            x1, y1, x2, y2 = targets[source]["boxes"][targets[source]["pids"] == pid][0].int()
+            w, h = int(x2 - x1), int(y2 - y1)
+            # without jitter the cut is the box itself, at the top left, at its own size
+            assert torch.equal(canvas[:, :h, :w], images[source, :, y1:y2, x1:x2])
+            assert torch.equal(box, torch.tensor([0.0, 0.0, w, h]))
+            pad = torch.tensor(PAD_COLOUR, dtype=torch.uint8)
+            assert bool((canvas[:, h:, :] == pad.view(3, 1, 1)).all())
+            assert bool((canvas[:, :, w:] == pad.view(3, 1, 1)).all())
+    assert len(cut_crop_queries(images, targets, count=1, jitter=0.1)) == 1
+    nobody = [{"boxes": t["boxes"], "pids": torch.full_like(t["pids"], -1)} for t in targets]
+    assert cut_crop_queries(images, nobody, count=4, jitter=0.1) == []
+
+
+def test_crop_task_is_off_by_default_and_leaves_batch_norm_statistics_alone():
+    images, targets = _batch_with_people()
+    assert CONFIGS["tiny"].crop_queries == 0
+    base = build_model("tiny", num_ids=3, queue_size=4).train()
+    assert "crop_reid" not in base(images, targets)
+    config = dataclasses.replace(CONFIGS["tiny"], crop_queries=4)
+    model = build_model(config, num_ids=3, queue_size=4).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    model(images, targets)  # the frames' pass moves the running statistics ...
+    before = [norm.running_mean.clone() for norm in norms]
+    groups = cut_crop_queries(images, targets, count=4, jitter=0.1)
+    loss = model._crop_loss(groups)
+    # ... the crops' pass does not, and it trains the trunk as the frames' losses do
+    assert all(torch.equal(b, n.running_mean) for b, n in zip(before, norms, strict=True))
+    assert all(norm.training for norm in norms)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert model.backbone.layer1[0].conv1.weight.grad.abs().sum() > 0
+    losses = model(images, targets)
+    assert set(losses) == {*TASKS, "crop_reid"}

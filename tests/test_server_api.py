@@ -248,6 +248,26 @@ def test_search_filters_and_explicit_box(
     assert all(hit["similarity"] >= 0.999999 for hit in floor.json()["results"])
     nobody = search(client, whole, camera="no-such-camera").json()["results"]
     assert nobody == []
+    assert body["query"]["clipped"] is False
+
+
+def test_search_box_partly_outside_is_clipped(client: httpx.Client, gallery: dict, frames):
+    frame, person = labelled_person(frames)
+    with Image.open(frame.path) as image:
+        width, height = image.size
+        whole = encode(image.convert("RGB"))
+    x1, y1, x2, y2 = frame.boxes[person]
+    # the person's box reaching 3 px past the left and bottom edges, as annotated query boxes can
+    wider = f"{-3.0},{y1},{x2},{height + 3.0}"
+    answer = search(client, whole, box=wider, top_k="3")
+    assert answer.status_code == 200, answer.text
+    query = answer.json()["query"]
+    assert query["clipped"] is True
+    if query["source"] == "box":  # the box was embedded as clipped
+        assert query["box"] == [0.0, y1, x2, float(height)]
+    outside = search(client, whole, box=f"{width + 1},{0},{width + 40},{40}")
+    assert outside.status_code == 422
+    assert outside.json()["type"].endswith("box-outside-image")
 
 
 def test_frame_lookup_image_and_stats(client: httpx.Client, gallery: dict, frames: list[Frame]):

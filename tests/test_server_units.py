@@ -20,7 +20,7 @@ from inference.card import ModelError, load_model_card
 from inference.engine import Engine
 from inference.preprocess import load_rgb, resize_and_pad
 from server.budget import PixelBudget
-from server.forms import parse_box, parse_timestamp, per_file
+from server.forms import AskedBox, parse_box, parse_timestamp, per_file
 from server.imaging import decode_image
 from server.problems import Problem
 from server.settings import Settings
@@ -81,9 +81,12 @@ def test_box_iou() -> None:
 
 
 def test_form_values() -> None:
-    assert parse_box("1, 2.5,30,40", 30, 40) == (1.0, 2.5, 30.0, 40.0)
+    assert parse_box("1, 2.5,30,40", 30, 40) == AskedBox((1.0, 2.5, 30.0, 40.0), clipped=False)
+    # a box reaching outside the image is clipped to it (PRW's query boxes can start at x = -2)
+    assert parse_box("-2,5,31,44", 30, 40) == AskedBox((0.0, 5.0, 30.0, 40.0), clipped=True)
     for text, kind in [
-        ("0,0,31,40", "box-outside-image"),
+        ("30,0,35,40", "box-outside-image"),  # touches the image's edge, no area inside
+        ("-9,-9,-1,-1", "box-outside-image"),
         ("0,0,inf,4", "invalid-box"),
         ("5,5,5,9", "invalid-box"),
         ("1;2;3;4", "invalid-box"),

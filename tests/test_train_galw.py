@@ -250,6 +250,36 @@ def test_attribute_task_trains_from_the_generators_labels(small_synthetic, tmp_p
     assert missing.returncode == 2 and "--attr" in missing.stderr
 
 
+def test_crop_task_trains_with_people_cut_out_of_their_frames(small_synthetic, tmp_path):
+    run = tmp_path / "crop"
+    result = run_cli(
+        "--dataset", "prw", "--data-root", str(small_synthetic), "--config", "tiny",
+        "--model-option", "crop_queries=3", "--weighting", "fixed", "--epochs", "1",
+        "--batch-size", "3", "--no-eval", "--no-export", "--out", str(run), *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [r for r in read_log(run) if r["event"] == "step"]
+    assert steps and all(r["losses"]["crop_reid"] > 0 for r in steps)
+    assert steps[-1]["weights"]["crop_reid"] == 1.0
+    model, _ = load_checkpoint_model(run / "checkpoints" / "final.pth")
+    assert model.config.crop_queries == 3  # the checkpoint's network config carries the option
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["options"]["model_options"] == [["crop_queries", 3]]
+    assert saved["model"]["crop_queries"] == 3
+
+
+def test_model_options_are_typed_and_round_trip(tmp_path):
+    config = parse_config("--config", "tiny", "--model-option", "crop_queries=6",
+                          "--model-option", "fcos_oim_focal=true", "--model-option",
+                          "anchor_sizes=8,16,32", data_root=tmp_path)  # fmt: skip
+    model = config.model_config
+    assert (model.crop_queries, model.fcos_oim_focal) == (6, True)
+    assert model.anchor_sizes == (8, 16, 32) and model.name == "tiny"
+    record = json.loads(json.dumps(config.with_sizes((320, 192), (96, 128)).to_record()))
+    assert RunConfig.from_record(record).model_config == model
+    assert parse_config("--config", "tiny", data_root=tmp_path).model_config.crop_queries == 0
+
+
 def test_bad_data_root_is_a_clear_error(tmp_path):
     result = run_cli("--dataset", "prw", "--data-root", str(tmp_path / "absent"), "--out",
                      str(tmp_path / "run"), "--config", "tiny")  # fmt: skip
@@ -285,6 +315,11 @@ def test_bad_data_root_is_a_clear_error(tmp_path):
         (["--fixed-weights", "roi_cls=2"], "applies to --weighting fixed only"),
         (["--weighting", "fixed", "--fixed-weights", "nope=2"], "unknown task 'nope'"),
         (["--weighting", "fixed", "--fixed-weights", "roi_cls=x"], "is not name=number"),
+        (["--model-option", "nope=1"], "give name=value, a name among"),
+        (["--model-option", "crop_queries"], "give name=value"),
+        (["--model-option", "crop_queries=many"], "'many' is not a int"),
+        (["--model-option", "fcos_oim_focal=maybe"], "is not a true/false"),
+        (["--model-option", "crop_queries=2", "--groups", "12"], "between 1 and the 11 tasks"),
     ],
 )
 def test_impossible_options_are_refused(tmp_path, capsys, options, message):

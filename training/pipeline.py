@@ -40,9 +40,16 @@ from training.distributed import SINGLE_PROCESS, TrainingProcesses
 from training.evaluate_and_export import card_fields, evaluate_model, export_model
 from training.export import CARD_KEY
 from training.model import build_model
-from training.model.config import resolve_config
 from training.model.diagnostics import COLLAPSE_COSINE, collapsed_branches, embedding_spread
-from training.model.tasks import ATTR_KIND, ATTR_TASK, TASK_BRANCHES, TASK_KINDS, TASKS
+from training.model.tasks import (
+    ATTR_KIND,
+    ATTR_TASK,
+    CROP_KIND,
+    CROP_TASK,
+    TASK_BRANCHES,
+    TASK_KINDS,
+    TASKS,
+)
 from training.plots import plot_embedding_spread
 from training.run_config import RunConfig
 from training.synth.generate import RECIPE_FILE
@@ -178,6 +185,9 @@ class TrainingRun:
                 raise RunError(f"--attr: {error}") from error
             self.tasks.append(ATTR_TASK)
             self.kinds[ATTR_TASK] = ATTR_KIND
+        if config.model_config.crop_queries > 0:
+            self.tasks.append(CROP_TASK)
+            self.kinds[CROP_TASK] = CROP_KIND
         self.attr_dim = 0 if attributes is None else attributes.shape[1]
         max_size, train_sizes = config.sizes
         scales = ScaleRange(*train_sizes, short_ratio=max_size[1] / max_size[0])
@@ -189,7 +199,7 @@ class TrainingRun:
     def _model(self) -> torch.nn.Module:
         seed_everything(self.config.seed)  # both phases start from the same initial weights
         model = build_model(
-            self.config.config,
+            self.config.model_config,
             num_ids=self.train.num_ids,
             queue_size=self.train.queue_size,
             attr_dim=self.attr_dim,
@@ -248,7 +258,7 @@ class TrainingRun:
         """The checkpoint keys training/export.py reads, besides "model"."""
         max_size, _ = self.config.sizes
         return {
-            "config": resolve_config(self.config.config).to_dict(),
+            "config": self.config.model_config.to_dict(),
             "num_ids": self.train.num_ids,
             "queue_size": self.train.queue_size,
             "attr_dim": self.attr_dim,
@@ -345,6 +355,8 @@ class TrainingRun:
         fixed = self.config.fixed_weights
         if fixed is not None and ATTR_TASK in self.tasks:
             fixed = {ATTR_TASK: 1.0, **fixed}  # the paper's Table 6 adds t11 at weight 1
+        if fixed is not None and CROP_TASK in self.tasks:
+            fixed = {CROP_TASK: 1.0, **fixed}  # an auxiliary task, added as t11 is
         weighting = build_weighting(
             self.config.weighting,
             self.tasks,
@@ -453,7 +465,7 @@ class TrainingRun:
         """The trained weights in the plain network (BatchNorm, not SyncBatchNorm), which
         evaluation and the exporter know; the state dicts of the two are the same."""
         plain = build_model(
-            self.config.config,
+            self.config.model_config,
             num_ids=self.train.num_ids,
             queue_size=self.train.queue_size,
             attr_dim=self.attr_dim,
@@ -568,6 +580,7 @@ def _config_record(config: RunConfig, train, command: str | None) -> dict[str, A
         "command": command,
         "options": config.to_record(),
         "tasks": {task: TASK_KINDS[task] for task in TASKS},
+        "model": config.model_config.to_dict(),
         "train_images": len(train.images),
         "num_ids": train.num_ids,
         "queue_size": train.queue_size,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from galw.grouping import SCORINGS
-from training.model.config import CONFIGS
+from training.model.config import CONFIGS, ModelConfig
 from training.model.tasks import REFERENCE_FIXED_WEIGHTS, TASKS
 
 WEIGHTINGS = ("galw", "rulwf", "ulwf", "fixed")
@@ -45,6 +45,8 @@ class RunConfig:
     data_root: Path
     out: Path
     config: str = "r50"
+    # ModelConfig fields changed from the named config's (--model-option name=value)
+    model_options: tuple[tuple[str, Any], ...] = ()
     backbone_weights: Path | None = None
     max_size: tuple[int, int] | None = None  # None until chosen from the data (with_sizes)
     train_sizes: tuple[int, int] | None = None
@@ -89,6 +91,11 @@ class RunConfig:
     export_fp16: bool = False
 
     @property
+    def model_config(self) -> ModelConfig:
+        """The named network configuration with the model options applied."""
+        return dataclasses.replace(CONFIGS[self.config], **dict(self.model_options))
+
+    @property
     def phases(self) -> tuple[str, ...]:
         """The training phases of Algorithm 1 this run needs."""
         return ("probe", "main") if self.grouping == "slope" else ("main",)
@@ -128,7 +135,10 @@ class RunConfig:
                 raise OptionError(f"--attr: {attributes}: no such file")
         probe_epochs = args.epochs if args.probe_epochs is None else args.probe_epochs
         groups = _parse_groups(args.groups)
-        n_tasks = len(TASKS) + (attributes is not None)
+        base = CONFIGS[args.config]
+        model_options = _model_options(getattr(args, "model_option", None) or [], base)
+        crop_task = dict(model_options).get("crop_queries", base.crop_queries) > 0
+        n_tasks = len(TASKS) + (attributes is not None) + crop_task
         grouping = _check_grouping(args.grouping, args.weighting, probe_epochs, groups, n_tasks)
         fixed_weights = _fixed_weights(args.fixed_weights, args.weighting)
         if args.backbone_weights is None and CONFIGS[args.config].norm == "frozen_bn":
@@ -150,6 +160,7 @@ class RunConfig:
             data_root=args.data_root,
             out=args.out,
             config=args.config,
+            model_options=model_options,
             backbone_weights=args.backbone_weights,
             max_size=None if args.max_size == "auto" else _parse_pair(args.max_size, "--max-size"),
             train_sizes=(
@@ -202,7 +213,7 @@ class RunConfig:
             if isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
             record[item.name] = value
         return record
 
@@ -221,6 +232,10 @@ class RunConfig:
         for name in ("max_size", "train_sizes", "lr_steps"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
+        values["model_options"] = tuple(
+            (name, tuple(value) if isinstance(value, list) else value)
+            for name, value in values.get("model_options", ())
+        )
         return cls(**values)
 
     def with_runtime_options(self, args: argparse.Namespace) -> RunConfig:
@@ -276,6 +291,38 @@ def _fixed_weights(overrides: str | None, weighting: str) -> dict[str, float] | 
         except ValueError:
             raise OptionError(f"--fixed-weights: {part!r} is not name=number") from None
     return weights
+
+
+def _model_options(options: list[str], base: ModelConfig) -> tuple[tuple[str, Any], ...]:
+    """``name=value`` overrides of ModelConfig fields, each value of its field's type."""
+    defaults = base.to_dict()
+    parsed: dict[str, Any] = {}
+    for option in options:
+        name, equals, text = (part.strip() for part in option.partition("="))
+        if not equals or name not in defaults or name == "name":
+            fields = ", ".join(sorted(set(defaults) - {"name"}))
+            raise OptionError(f"--model-option {option!r}: give name=value, a name among {fields}")
+        parsed[name] = _typed(text, defaults[name], f"--model-option {name}")
+    try:
+        dataclasses.replace(base, **parsed)
+    except (TypeError, ValueError) as error:
+        raise OptionError(f"--model-option: {error}") from None
+    return tuple(sorted(parsed.items()))
+
+
+def _typed(text: str, default: Any, option: str) -> Any:
+    """``text`` as a value of ``default``'s type (bool, int, float, str or tuple of ints)."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in {"true", "false", "1", "0"}:
+                raise ValueError
+            return text.lower() in {"true", "1"}
+        if isinstance(default, tuple):
+            return tuple(int(part) for part in text.split(",") if part.strip())
+        return type(default)(text)
+    except ValueError:
+        kind = "true/false" if isinstance(default, bool) else type(default).__name__
+        raise OptionError(f"{option}: {text!r} is not a {kind}") from None
 
 
 def _parse_groups(value: str | int) -> int | str:

@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", choices=("prw", "cuhk"), help="dataset layout of --data-root")
     data.add_argument("--data-root", type=Path, help="dataset directory (PRW or CUHK-SYSU layout)")
     data.add_argument("--config", default="r50", help="model configuration: r50, r18 or tiny")
+    data.add_argument(
+        "--model-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="change a field of the model configuration (training.model.config.ModelConfig), "
+        "e.g. crop_queries=8; repeatable",
+    )
     data.add_argument("--backbone-weights", type=Path, help="torchvision ResNet ImageNet weights")
     data.add_argument(
         "--max-size",

@@ -128,11 +128,15 @@ async def _image_query(
     image = await read_image(
         query, upload_name(query, "query"), ready.state, ready.engine.card.max_size
     )
-    asked = None if box is None else parse_box(box, image.width, image.height)
+    given = None if box is None else parse_box(box, image.width, image.height)
+    asked = None if given is None else given.box
     embedded: QueryEmbedding = await ready.state.infer("query", lambda: _embed(ready, image, asked))
     x1, y1, x2, y2 = (float(v) for v in image.to_original(embedded.box)[0])
     return embedded.embedding, QueryOut(
-        box=(x1, y1, x2, y2), source=embedded.source, iou=embedded.iou
+        box=(x1, y1, x2, y2),
+        source=embedded.source,
+        iou=embedded.iou,
+        clipped=given is not None and given.clipped,
     )
 
 

@@ -3,7 +3,7 @@ CUHK-SYSU test split.
 
     python -m training.evaluate --dataset prw --data-root data/PRW --results R.json --json
     python -m training.evaluate --dataset prw --data-root data/PRW --model model.onnx \
-        [--save-results R.json] --json
+        [--save-results R.json] [--query-mode frame|crop|stored|all] --json
 
 With --model the ONNX graph runs over every test image through the engine the service uses
 (``inference.engine``, at the size its card names), and its results are scored (and saved with
@@ -11,6 +11,11 @@ With --model the ONNX graph runs over every test image through the engine the se
 warning says how many); a results file with the wrong number of queries, or none of the test
 images, is an error. Without --det-thresh, detections scoring below the reference's threshold
 for the dataset (PRW 0.15, CUHK-SYSU 0.2) are dropped.
+
+--query-mode (with --model) says how each query is asked, as the service can be asked: within
+its whole frame (``frame``, the protocol's query), as the person's crop alone (``crop``, an
+operator's upload to POST /search) or as the stored detection on the person (``stored``);
+``all`` reports the three side by side (``training.evaluate.query_modes``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from training.data import load_dataset
 from training.data.base import DatasetError
 from training.evaluate.collect import QUERY_EMBEDDINGS, collect_results
 from training.evaluate.protocol import SearchDataset, evaluate_dataset
+from training.evaluate.query_modes import QUERY_MODES, with_crop_queries, with_stored_queries
 from training.evaluate.results import ResultsError, load_results, save_results
 
 DEFAULT_CUHK_GALLERY = 100
@@ -60,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reference), or from the box itself",
     )
     parser.add_argument(
+        "--query-mode",
+        choices=(*QUERY_MODES, "all"),
+        default="frame",
+        help="--model: ask each query within its frame (the protocol), as its crop alone (an "
+        "operator's upload), as the stored detection on the person, or all three side by side",
+    )
+    parser.add_argument(
         "--providers", default="cpu", help="--model: ONNX Runtime providers, e.g. cuda,cpu"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -91,16 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     det_thresh = args.det_thresh
     if det_thresh is None:
         det_thresh = REFERENCE_SEARCH_THRESHOLDS[args.dataset]
+    if args.model is None and args.query_mode != "frame":
+        parser.error("--query-mode needs --model (a results file holds one set of queries)")
     source = args.results or args.model
+    modes = QUERY_MODES if args.query_mode == "all" else (args.query_mode,)
     extra: dict[str, Any] = {}
     try:
         dataset = load_dataset(args.dataset, args.data_root, "test")
         if args.model is not None:
-            results, extra = model_results(args, dataset, det_thresh)
+            by_mode, extra = model_results(args, dataset, det_thresh, modes)
         else:
-            results = load_results(args.results)
-            _check_overlap(results, dataset, args.results)
-        metrics = evaluate_dataset(dataset, results, gallery_size, args.cross_camera, det_thresh)
+            by_mode = {"frame": load_results(args.results)}
+            _check_overlap(by_mode["frame"], dataset, args.results)
+        scored = {
+            mode: evaluate_dataset(dataset, results, gallery_size, args.cross_camera, det_thresh)
+            for mode, results in by_mode.items()
+        }
     except DatasetError as error:
         return _fail(str(error))
     except ResultsError as error:
@@ -108,13 +127,18 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(message if message.startswith(str(source)) else f"{source}: {message}")
     except _ModelFailure as error:
         return _fail(str(error))
-    metrics.update(extra)
+    for mode, found in scored.items():
+        found.update(extra, query_mode=mode)
+    metrics = scored[modes[0]]
     if metrics["missing_gallery_images"]:
         print(
             f"warning: {args.results} has no entry for {metrics['missing_gallery_images']} of "
             f"{metrics['num_gallery_images']} test images; scored as having no detections",
             file=sys.stderr,
         )
+    if len(modes) > 1:
+        print(json.dumps({"query_modes": scored}) if args.json else format_modes(scored))
+        return 0
     print(json.dumps(metrics) if args.json else format_table(metrics))
     return 0
 
@@ -124,19 +148,21 @@ class _ModelFailure(RuntimeError):
 
 
 def model_results(
-    args: argparse.Namespace, dataset: SearchDataset, det_thresh: float
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the exported model over the test split; its results and how queries were embedded."""
+    args: argparse.Namespace, dataset: SearchDataset, det_thresh: float, modes: tuple[str, ...]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Run the exported model over the test split: its results per query mode (the same
+    gallery, the queries asked each way) and how queries were embedded."""
     # imported here: scoring a results file needs no ONNX Runtime
     from inference.card import ModelError, branch_slices
     from inference.engine import Engine
-    from inference.outputs import embedding_part
+    from inference.outputs import embedding_part, unit_rows
 
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     try:
-        engine = Engine(args.model, [p.strip() for p in args.providers.split(",") if p.strip()])
+        engine = Engine(args.model, providers, min_score=det_thresh)
     except ModelError as error:
         raise _ModelFailure(str(error)) from error
-    run = engine.run_frame
+    part = slice(None)
     if args.embedding != "concat":
         parts = branch_slices(engine.card)
         if args.embedding not in parts:
@@ -146,20 +172,23 @@ def model_results(
             )
         part = parts[args.embedding]
 
-        def run(image, boxes):
-            return embedding_part(engine.run_frame(image, boxes), part)
+    def run(image, boxes):
+        return {"model": embedding_part(engine.run_frame(image, boxes), part)}
+
+    def embed_crop(crop):
+        return unit_rows(engine.embed_query(crop).embedding[None, part])[0]
 
     collected, info = collect_results(
         dataset,
-        lambda image, boxes: {"model": run(image, boxes)},
+        run,
         ["model"],
         args.query_embedding,
         det_thresh,
         show_progress=not args.no_progress,
     )
-    results = collected["model"]
+    frame = collected["model"]
     if args.save_results is not None:
-        save_results(results, args.save_results)
+        save_results(frame, args.save_results)
     extra = {
         "model": str(args.model),
         "model_id": engine.model.model_id,
@@ -167,7 +196,38 @@ def model_results(
         "query_embedding": info["query_embedding"],
         "queries_from_detection": info["queries_from_detection"]["model"],
     }
-    return results, extra
+    by_mode: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        if mode == "frame":
+            by_mode[mode] = frame
+        elif mode == "crop":
+            by_mode[mode] = with_crop_queries(
+                dataset, frame, embed_crop, show_progress=not args.no_progress
+            )
+        else:
+            by_mode[mode], without = with_stored_queries(dataset, frame, det_thresh)
+            extra["queries_without_stored_detection"] = without
+    return by_mode, extra
+
+
+def format_modes(scored: dict[str, dict[str, Any]]) -> str:
+    """The query modes' metrics side by side, one row per mode."""
+    first = next(iter(scored.values()))
+    lines = [
+        f"{first['dataset']} test, {_describe_gallery(first)}, detections scoring >= "
+        f"{first['det_thresh']:g}, {first['num_queries']} queries",
+        f"  {'query mode':10s} {'mAP':>7s} {'top-1':>7s} {'top-5':>7s} {'top-10':>7s} "
+        f"{'det AP':>7s} {'det rec':>7s}",
+    ]
+    for mode, metrics in scored.items():
+        lines.append(
+            f"  {mode:10s} {metrics['mAP']:7.2%} {metrics['top1']:7.2%} {metrics['top5']:7.2%} "
+            f"{metrics['top10']:7.2%} {metrics['det_ap']:7.2%} {metrics['det_recall']:7.2%}"
+        )
+    without = first.get("queries_without_stored_detection")
+    if without:
+        lines.append(f"  ({without} queries had no stored detection: asked within their frame)")
+    return "\n".join(lines)
 
 
 def format_table(metrics: dict[str, Any]) -> str:

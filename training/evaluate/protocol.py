@@ -20,6 +20,8 @@ class SearchDataset(Protocol):
     images: list[ImageRecord]
     queries: list[Query]
 
+    def image(self, name: str) -> ImageRecord: ...
+
     def gallery(
         self, query_index: int, gallery_size: int | None = 100, cross_camera: bool = False
     ) -> list[GalleryEntry]: ...

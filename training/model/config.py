@@ -35,6 +35,11 @@ class ModelConfig:
     roi_oim_scale: float = 30.0
     oim_momentum: float = 0.5
     triplet_margin: float = 0.3
+    # crop queries (docs/ARCHITECTURE.md, "Crop queries"): this many labelled people per batch
+    # are cut out and embedded alone, as the service embeds an operator's crop, with OIM against
+    # the same lookup tables (task crop_reid); 0 = off, the reference's training
+    crop_queries: int = 0
+    crop_jitter: float = 0.1  # each side of a cut moves by up to this fraction of its box
     # inference
     pre_nms_top: int = 1000
     cls_threshold: float = 0.05

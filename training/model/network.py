@@ -4,6 +4,8 @@ both embeddings, and embeddings of given (query) boxes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -17,10 +19,11 @@ from . import fcos
 from .backbone import ResNetTrunk, load_backbone_weights
 from .collectives import LocalBatch
 from .config import ModelConfig, resolve_config
+from .crops import CropGroup, cut_crop_queries
 from .neck import AFANeck
 from .reid_losses import OIMLoss, batch_hard_triplet, box_means
 from .roi import ROIHead, ROISampler, build_rpn, roi_losses
-from .tasks import ATTR_TASK
+from .tasks import ATTR_TASK, CROP_TASK
 
 __all__ = ["PersonSearchModel", "build_model"]
 
@@ -109,6 +112,11 @@ class PersonSearchModel(nn.Module):
         if self.attr_head is not None:
             losses[ATTR_TASK] = self._attr_loss(p3, targets, assigned, embeddings)
         losses.update(self._roi_losses(images, c4, targets))
+        if self.config.crop_queries > 0:
+            crops = cut_crop_queries(
+                images, targets, self.config.crop_queries, self.config.crop_jitter
+            )
+            losses[CROP_TASK] = self._crop_loss(crops) if crops else p3.sum() * 0.0
         return losses
 
     def _roi_losses(self, images: Tensor, c4: Tensor, targets: list[dict]) -> dict[str, Tensor]:
@@ -123,6 +131,26 @@ class PersonSearchModel(nn.Module):
         losses["roi_reid"] = self.roi_oim(fg_embeddings, fg_pids)
         self.roi_oim.update(fg_embeddings.detach(), fg_pids)
         return losses
+
+    def _crop_loss(self, crops: list[CropGroup]) -> Tensor:
+        """OIM of people embedded alone (both branches, against the frames' lookup tables,
+        which crops do not update). Batch norms use their running statistics, as a query
+        crop is embedded at inference, and are left unchanged."""
+        alignps, aligned, pids = [], [], []
+        with _batch_norms_frozen(self):
+            for group in crops:
+                c4, p3 = self.features(group.images)
+                flat = p3.flatten(2).transpose(1, 2)  # [n, H*W, C]
+                at = _centre_index(group.boxes, p3)
+                alignps.append(flat[torch.arange(len(at), device=at.device), at])
+                owners = torch.arange(len(at), device=at.device, dtype=group.boxes.dtype)
+                rois = torch.cat([owners[:, None], group.boxes], dim=1)
+                aligned.append(self.roi_head.align(c4, rois))
+                pids.append(group.pids)
+            roi, _, _ = self.roi_head.from_aligned(torch.cat(aligned))
+        crop_pids = torch.cat(pids)
+        alignps_loss = self.fcos_oim(F.normalize(torch.cat(alignps).float(), dim=1), crop_pids)
+        return alignps_loss + self.roi_oim(roi, crop_pids)
 
     def _attr_loss(self, p3, targets, assigned, embeddings) -> Tensor:
         """BCE of attribute logits at positive locations; negative labels mean unknown."""
@@ -175,6 +203,20 @@ class PersonSearchModel(nn.Module):
         owners = torch.cat([image.new_zeros(1), image]).to(boxes.dtype).unsqueeze(1)
         rois = torch.cat([owners, _with_dummy(boxes)], dim=1)
         return self.roi_head(c4, rois)[0][1:].float()
+
+
+@contextmanager
+def _batch_norms_frozen(module: nn.Module) -> Iterator[None]:
+    """Within: every batch norm of ``module`` in eval mode (running statistics, no update)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    modes = [norm.training for norm in norms]
+    for norm in norms:
+        norm.eval()
+    try:
+        yield
+    finally:
+        for norm, mode in zip(norms, modes, strict=True):
+            norm.train(mode)
 
 
 def _with_dummy(boxes: Tensor) -> Tensor:

@@ -76,9 +76,17 @@ class ROIHead(nn.Module):
 
     def forward(self, c4: Tensor, rois: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """rois: [K, 5] (batch index, x1, y1, x2, y2). Returns embeddings, logits, box deltas."""
+        return self.from_aligned(self.align(c4, rois))
+
+    @staticmethod
+    def align(c4: Tensor, rois: Tensor) -> Tensor:
+        """RoIAlign of rois [K, 5] on C4 -> [K, C, 14, 14]."""
         # fp32 RoIAlign also in an fp16 graph: ONNX Runtime's CUDA RoiAlign has no fp16 kernel
         crops = roi_align(c4.float(), rois.float(), ROI_SIZE, C4_SCALE, 2, aligned=True)
-        crops = crops.to(c4.dtype)
+        return crops.to(c4.dtype)
+
+    def from_aligned(self, crops: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Embeddings, logits and box deltas of RoIAligned features (``align``)."""
         pooled_c4 = crops.amax(dim=(2, 3))
         pooled_c5 = self.res5(crops).amax(dim=(2, 3))
         embeddings, logits = self.embedding([pooled_c4, pooled_c5])

@@ -19,6 +19,8 @@ TASK_KINDS: dict[str, str] = {
 TASKS: tuple[str, ...] = tuple(TASK_KINDS)
 ATTR_TASK = "attr"  # optional t11, binary cross-entropy
 ATTR_KIND = "cls"
+CROP_TASK = "crop_reid"  # optional: OIM of people cut out of their frames (crop_queries > 0)
+CROP_KIND = "cls"
 
 # Which branch each task belongs to: the paper's "branch" grouping strategy.
 TASK_BRANCHES: dict[str, str] = {
@@ -33,6 +35,7 @@ TASK_BRANCHES: dict[str, str] = {
     "fcos_reid": "fcos",
     "fcos_tri": "fcos",
     ATTR_TASK: "attr",
+    CROP_TASK: "crop",
 }
 
 # The paper's fixed baseline for ROI-AlignPS* (its Table 1, last row: t3, t5..t9 by 10, the rest
