@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # The tests that import neither torch nor the training fixtures (conftest imports torch lazily).
 FAST_TESTS := tests/test_evaluate.py tests/test_evaluate_model.py tests/test_loaders.py \
 	tests/test_gallery.py tests/test_preprocess.py tests/test_packages.py tests/test_synth.py \
-	tests/test_frame_latency.py tests/test_server_browse.py
+	tests/test_frame_latency.py tests/test_server_browse.py tests/test_http_search.py
 
 .PHONY: run test test-fast lint format demo-data clean
 

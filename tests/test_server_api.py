@@ -384,8 +384,8 @@ def test_bad_images_get_their_4xx(client: httpx.Client, route: str, case: str) -
 @pytest.mark.parametrize(
     ("fields", "status"),
     [
-        ({"box": "0,0,65,10"}, 422),  # outside the 64x128 query
-        ({"box": "-1,0,10,10"}, 422),
+        ({"box": "64,0,65,10"}, 422),  # outside the 64x128 query
+        ({"box": "-9,0,-1,10"}, 422),
         ({"box": "10,10,5,20"}, 422),  # corners out of order
         ({"box": "1,2,3"}, 422),
         ({"box": "a,b,c,d"}, 422),

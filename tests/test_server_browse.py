@@ -119,6 +119,7 @@ def test_search_from_a_stored_detection(client: httpx.Client, stored: list, demo
         "box": detection["box"],
         "source": "stored",
         "iou": None,
+        "clipped": False,
         "detection_id": detection["id"],
         "frame_id": stored[index]["frame_id"],
     }
@@ -200,3 +201,8 @@ def test_out_of_range_ids_and_cursors_are_refused(client: httpx.Client):
     problem(client.get("/gallery/frames", params={"cursor": cursor}), 422, "invalid-cursor")
     cursor = base64.urlsafe_b64encode(f'[{10**400},"x"]'.encode()).decode()
     problem(client.get("/gallery/frames", params={"cursor": cursor}), 422, "invalid-cursor")
+    # a lone surrogate and deep nesting answered 500 (and reset the connection)
+    for text in (b'[1,"\\ud800"]', b"[" * 1000 + b"]" * 1000):
+        cursor = base64.urlsafe_b64encode(text).decode()
+        problem(client.get("/gallery/frames", params={"cursor": cursor}), 422, "invalid-cursor")
+    assert client.get("/gallery/stats").status_code == 200  # the connection still serves

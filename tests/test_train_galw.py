@@ -111,6 +111,12 @@ def test_full_run_writes_every_artefact_and_a_working_onnx_model(synthetic, tmp_
         for setting in ("all_cameras", "cross_camera"):
             scores = metrics[embedding][setting]
             assert 0.0 <= scores["mAP"] <= 1.0 and 0.0 <= scores["det_recall"] <= 1.0
+    # the exported graph asked the three ways the service is asked, through its engine
+    modes = metrics["query_modes"]
+    assert modes["data_root"] == str(synthetic) and modes["det_thresh"] == 0.15
+    for mode in ("crop", "frame", "stored"):
+        assert 0.0 <= modes[mode]["mAP"] <= 1.0 and 0.0 <= modes[mode]["top1"] <= 1.0
+    assert modes["frame"]["det_recall"] == modes["crop"]["det_recall"]  # one gallery
 
     card = json.loads((run / "model.json").read_text())
     onnx_bytes = (run / "model.onnx").read_bytes()
@@ -255,10 +261,12 @@ def test_crop_task_trains_with_people_cut_out_of_their_frames(small_synthetic, t
     result = run_cli(
         "--dataset", "prw", "--data-root", str(small_synthetic), "--config", "tiny",
         "--model-option", "crop_queries=3", "--weighting", "fixed", "--epochs", "1",
-        "--batch-size", "3", "--no-eval", "--no-export", "--out", str(run), *FAST,
+        "--batch-size", "3", "--no-eval", "--no-export", "--out", str(run),
+        *FAST, "--train-sizes", "288,320", "--max-size", "320,192",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [r for r in read_log(run) if r["event"] == "step"]
+    # (people at the frames' own size: every batch has some big enough to cut)
     assert steps and all(r["losses"]["crop_reid"] > 0 for r in steps)
     assert steps[-1]["weights"]["crop_reid"] == 1.0
     model, _ = load_checkpoint_model(run / "checkpoints" / "final.pth")

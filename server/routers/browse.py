@@ -77,7 +77,8 @@ def _decode_cursor(cursor: str) -> FramePosition:
             raise ValueError
         if not isinstance(frame_id, str) or not math.isfinite(moment):
             raise ValueError
-    except (ValueError, TypeError, OverflowError, UnicodeError, binascii.Error):
+        frame_id.encode("utf-8")  # a lone surrogate ("\ud800") is no text SQLite can hold
+    except (ValueError, TypeError, OverflowError, UnicodeError, RecursionError, binascii.Error):
         raise Problem(
             422, "invalid-cursor", "cursor must be a next_cursor from /gallery/frames"
         ) from None

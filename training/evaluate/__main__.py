@@ -28,9 +28,9 @@ from typing import Any
 
 from training.data import load_dataset
 from training.data.base import DatasetError
-from training.evaluate.collect import QUERY_EMBEDDINGS, collect_results
+from training.evaluate.collect import QUERY_EMBEDDINGS
 from training.evaluate.protocol import SearchDataset, evaluate_dataset
-from training.evaluate.query_modes import QUERY_MODES, with_crop_queries, with_stored_queries
+from training.evaluate.query_modes import QUERY_MODES, engine_query_modes, record_in_card
 from training.evaluate.results import ResultsError, load_results, save_results
 
 DEFAULT_CUHK_GALLERY = 100
@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         "operator's upload), as the stored detection on the person, or all three side by side",
     )
     parser.add_argument(
+        "--write-card",
+        action="store_true",
+        help="--model --query-mode all: also record the figures in the model card's metrics "
+        "(query_modes), with the split they were measured on",
+    )
+    parser.add_argument(
         "--providers", default="cpu", help="--model: ONNX Runtime providers, e.g. cuda,cpu"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -108,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--query-mode needs --model (a results file holds one set of queries)")
     source = args.results or args.model
     modes = QUERY_MODES if args.query_mode == "all" else (args.query_mode,)
+    if args.write_card and (args.query_mode != "all" or args.embedding != "concat"):
+        parser.error("--write-card records --query-mode all of the concat embedding")
+    if args.write_card and args.cross_camera:
+        parser.error("--write-card records the all-cameras gallery; drop --cross-camera")
     extra: dict[str, Any] = {}
     try:
         dataset = load_dataset(args.dataset, args.data_root, "test")
@@ -155,7 +165,6 @@ def model_results(
     # imported here: scoring a results file needs no ONNX Runtime
     from inference.card import ModelError, branch_slices
     from inference.engine import Engine
-    from inference.outputs import embedding_part, unit_rows
 
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     try:
@@ -172,42 +181,20 @@ def model_results(
             )
         part = parts[args.embedding]
 
-    def run(image, boxes):
-        return {"model": embedding_part(engine.run_frame(image, boxes), part)}
-
-    def embed_crop(crop):
-        return unit_rows(engine.embed_query(crop).embedding[None, part])[0]
-
-    collected, info = collect_results(
+    by_mode, extra = engine_query_modes(
+        engine,
         dataset,
-        run,
-        ["model"],
-        args.query_embedding,
         det_thresh,
+        modes,
+        part=part,
+        query_embedding=args.query_embedding,
         show_progress=not args.no_progress,
     )
-    frame = collected["model"]
     if args.save_results is not None:
-        save_results(frame, args.save_results)
-    extra = {
-        "model": str(args.model),
-        "model_id": engine.model.model_id,
-        "embedding": args.embedding,
-        "query_embedding": info["query_embedding"],
-        "queries_from_detection": info["queries_from_detection"]["model"],
-    }
-    by_mode: dict[str, dict[str, Any]] = {}
-    for mode in modes:
-        if mode == "frame":
-            by_mode[mode] = frame
-        elif mode == "crop":
-            by_mode[mode] = with_crop_queries(
-                dataset, frame, embed_crop, show_progress=not args.no_progress
-            )
-        else:
-            by_mode[mode], without = with_stored_queries(dataset, frame, det_thresh)
-            extra["queries_without_stored_detection"] = without
-    return by_mode, extra
+        save_results(by_mode["frame"], args.save_results)
+    if args.write_card:
+        record_in_card(args.model, engine.card, dataset, by_mode, det_thresh, args.data_root)
+    return by_mode, {"model": str(args.model), "embedding": args.embedding, **extra}
 
 
 def format_modes(scored: dict[str, dict[str, Any]]) -> str:

@@ -15,17 +15,24 @@ Only the query embeddings differ between modes; the gallery is the same results'
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from inference.boxes import box_iou
+from inference.card import ModelCard
+from inference.outputs import embedding_part, unit_rows
 from inference.preprocess import load_rgb
-from training.evaluate.protocol import SearchDataset
+from training.evaluate.collect import collect_results
+from training.evaluate.protocol import SearchDataset, evaluate_dataset
+
+if TYPE_CHECKING:
+    from inference.engine import Engine
 
 QUERY_MODES = ("frame", "crop", "stored")
 STORED_MATCH_IOU = 0.5  # the service's rule for "the detection on this person"
@@ -94,3 +101,74 @@ def with_stored_queries(
             embedding = asked["embedding"]
         queries.append({"embedding": embedding})
     return {"gallery": results["gallery"], "queries": queries}, without
+
+
+def engine_query_modes(
+    engine: Engine,
+    dataset: SearchDataset,
+    det_thresh: float,
+    modes: Sequence[str],
+    part: slice = slice(None),
+    query_embedding: str = "detection",
+    show_progress: bool = True,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The engine's results over the test split, one per query mode (the same gallery, the
+    queries asked each way; ``part``: one branch of the embedding), and how queries were
+    embedded."""
+
+    def run(image: np.ndarray, boxes: np.ndarray):
+        return {"model": embedding_part(engine.run_frame(image, boxes), part)}
+
+    def embed_crop(crop: np.ndarray) -> np.ndarray:
+        return unit_rows(engine.embed_query(crop).embedding[None, part])[0]
+
+    collected, info = collect_results(
+        dataset, run, ["model"], query_embedding, det_thresh, show_progress=show_progress
+    )
+    frame = collected["model"]
+    extra: dict[str, Any] = {
+        "model_id": engine.model.model_id,
+        "query_embedding": info["query_embedding"],
+        "queries_from_detection": info["queries_from_detection"]["model"],
+    }
+    by_mode: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        if mode == "frame":
+            by_mode[mode] = frame
+        elif mode == "crop":
+            by_mode[mode] = with_crop_queries(dataset, frame, embed_crop, show_progress)
+        elif mode == "stored":
+            by_mode[mode], without = with_stored_queries(dataset, frame, det_thresh)
+            extra["queries_without_stored_detection"] = without
+        else:
+            raise ValueError(f"query mode must be one of {QUERY_MODES}, got {mode!r}")
+    return by_mode, extra
+
+
+CARD_METRICS = ("mAP", "top1", "top5", "top10", "det_ap", "det_recall")
+
+
+def record_in_card(
+    model_path: Path,
+    card: ModelCard,
+    dataset: SearchDataset,
+    by_mode: dict[str, dict[str, Any]],
+    det_thresh: float,
+    data_root: Path,
+    gallery_size: int | None = None,
+) -> dict[str, Any]:
+    """Score each mode and write the figures into the card beside ``model_path`` under
+    ``metrics.query_modes`` (the card's other metrics stay as they are); returns them."""
+    scored = {
+        mode: evaluate_dataset(dataset, results, gallery_size, det_thresh=det_thresh)
+        for mode, results in by_mode.items()
+    }
+    record = {
+        "data_root": str(data_root),
+        "det_thresh": det_thresh,
+        "num_queries": len(dataset.queries),
+        **{mode: {key: scored[mode][key] for key in CARD_METRICS} for mode in scored},
+    }
+    metrics = {**(card.metrics or {}), "query_modes": record}
+    dataclasses.replace(card, metrics=metrics).write(Path(model_path))
+    return record
