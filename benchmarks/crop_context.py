@@ -29,7 +29,6 @@ import numpy as np
 from tqdm import tqdm
 
 from inference.engine import Engine
-from inference.outputs import unit_rows
 from inference.preprocess import load_rgb
 from training.data import load_dataset
 from training.evaluate.collect import collect_results
@@ -58,14 +57,6 @@ def paste(scene: np.ndarray, crop: np.ndarray, x: int, y: int) -> tuple[np.ndarr
     width = min(crop.shape[1], scene.shape[1] - x)
     out[y : y + height, x : x + width] = crop[:height, :width]
     return out, [float(x), float(y), float(x + width), float(y + height)]
-
-
-def random_place(
-    crop: np.ndarray, scene: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, list[float]]:
-    x = int(rng.integers(0, max(1, scene.shape[1] - crop.shape[1]) + 1))
-    y = int(rng.integers(0, max(1, scene.shape[0] - crop.shape[0]) + 1))
-    return paste(scene, crop, x, y)
 
 
 def variants(
@@ -102,12 +93,18 @@ def variants(
         x, y = max(0, int(query.box[0])), max(0, int(query.box[1]))
         found["pad canvas"].append(embed(*paste(canvas, crop, x, y)))
         others = [name for name in images if name != query.image]
-        placed = []
-        for _ in range(placements):
-            scene = load_rgb(dataset.image(others[int(rng.integers(len(others)))]).path)
-            placed.append(embed(*random_place(crop, scene, rng)))
-        found["stored frame"].append(placed[0])
-        found[f"mean of {placements}"].append(unit_rows(np.mean(placed, axis=0)[None])[0])
+        scenes = [
+            load_rgb(dataset.image(others[int(rng.integers(len(others)))]).path)
+            for _ in range(placements)
+        ]
+        seed_of_query = int(rng.integers(2**31))
+        # the service's own rule (PS_QUERY_SCENES): Engine.embed_query_in_scenes
+        found["stored frame"].append(
+            engine.embed_query_in_scenes(crop, scenes[:1], seed_of_query).embedding
+        )
+        found[f"mean of {placements}"].append(
+            engine.embed_query_in_scenes(crop, scenes, seed_of_query).embedding
+        )
     return found
 
 

@@ -67,6 +67,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     target.add_argument("--url", help="a running service (its gallery gets the test frames)")
     parser.add_argument("--api-key", help="X-API-Key for --url")
     parser.add_argument(
+        "--query-scenes",
+        type=int,
+        default=0,
+        help="--model: the service's PS_QUERY_SCENES (stored frames a crop is placed into)",
+    )
+    parser.add_argument(
         "--modes", default="all", help=f"comma-separated of {', '.join(QUERY_MODES)}, or all"
     )
     parser.add_argument("--top-k", type=int, default=MAX_TOP_K, help="results asked per query")
@@ -98,7 +104,9 @@ def service(args: argparse.Namespace) -> Iterator[httpx.Client]:
 
     with tempfile.TemporaryDirectory() as data_dir:
         with (
-            ServerProcess(model=args.model.resolve(), data_dir=data_dir) as server,
+            ServerProcess(
+                model=args.model.resolve(), data_dir=data_dir, query_scenes=args.query_scenes
+            ) as server,
             httpx.Client(base_url=server.url, timeout=120.0) as client,
         ):
             yield client
@@ -244,6 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "queries": count,
         "top_k": args.top_k,
         "cross_camera": args.cross_camera,
+        "query_scenes": args.query_scenes if args.model else None,
         "ingest_frames_per_s": rate,
         "gallery": stats,
         "modes": figures,

@@ -356,6 +356,25 @@ class GalleryStore:
         """A stored detection with its frame id and embedding (of whichever model), or None."""
         return browse.stored_detection(self._reader(), detection_id)
 
+    def sample_frame_images(self, count: int, seed: int | None = None) -> list[str]:
+        """Image paths (relative to the data directory) of up to ``count`` stored frames picked
+        at random: a random rowid each, then the next frame with an image (no table scan)."""
+        connection = self._reader()
+        top = connection.execute("SELECT max(rowid) FROM frames").fetchone()[0]
+        if top is None or count < 1:
+            return []
+        rng = np.random.default_rng(seed)
+        paths: list[str] = []
+        for start in rng.integers(0, top, size=count):
+            row = connection.execute(
+                "SELECT image_path FROM frames WHERE rowid > ? AND image_path IS NOT NULL "
+                "ORDER BY rowid LIMIT 1",
+                (int(start),),
+            ).fetchone()
+            if row is not None:
+                paths.append(row[0])
+        return paths
+
     def frame_ids(self, prefix: str) -> set[str]:
         """Stored frame ids that start with `prefix` (a bulk ingest skips what it stored).
 

@@ -25,7 +25,13 @@ from inference.card import (
     ModelError,
     load_model_card,
 )
-from inference.outputs import Detections, FrameOutputs, QueryEmbedding, choose_query_embedding
+from inference.outputs import (
+    Detections,
+    FrameOutputs,
+    QueryEmbedding,
+    choose_query_embedding,
+    unit_rows,
+)
 from inference.preprocess import Prepared, fit_scale, resize_and_pad
 
 __all__ = ["Detections", "Engine", "FrameOutputs", "QueryEmbedding", "choose_query_embedding"]
@@ -122,6 +128,35 @@ class Engine:
             asked, outputs.detections, outputs.box_embeddings[0], self.min_score, QUERY_MATCH_IOU
         )
 
+    def embed_query_in_scenes(
+        self, person: np.ndarray, scenes: Sequence[np.ndarray], seed: int = 0
+    ) -> QueryEmbedding:
+        """Embed a person crop (all of ``person``) pasted at a random place into each of
+        ``scenes`` (stored frames at the crop's scale), as a frame query there; the mean of the
+        placements' embeddings, renormalised (docs/ARCHITECTURE.md, "Crop queries"). Scenes the
+        person does not fit in are skipped; with none left, ``embed_query`` of the crop alone."""
+        rng = np.random.default_rng(seed)
+        vectors = []
+        for scene in scenes:
+            placed = place_at_random(scene, person, rng)
+            if placed is None:
+                continue
+            composed, box = placed
+            outputs = self.run_frame(composed, box[None])
+            chosen = choose_query_embedding(
+                box, outputs.detections, outputs.box_embeddings[0], self.min_score, QUERY_MATCH_IOU
+            )
+            vectors.append(chosen.embedding)
+        if not vectors:
+            return self.embed_query(person)
+        height, width = person.shape[:2]
+        return QueryEmbedding(
+            embedding=unit_rows(np.mean(vectors, axis=0)[None])[0],
+            box=np.array([0.0, 0.0, width, height], np.float32),
+            source="scenes",
+            iou=None,
+        )
+
     def run_frame(
         self, image: np.ndarray, boxes: np.ndarray | None = None, upscale: bool = True
     ) -> FrameOutputs:
@@ -184,6 +219,21 @@ class Engine:
         if not isinstance(dim, int):
             raise ModelError("embedding dimension unknown: set embedding_dim in the model card")
         return dim
+
+
+def place_at_random(
+    scene: np.ndarray, person: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A copy of ``scene`` with ``person`` pasted at a random place wholly inside it, and the
+    pasted box (x1, y1, x2, y2); None if the person is larger than the scene."""
+    height, width = person.shape[:2]
+    if height > scene.shape[0] or width > scene.shape[1]:
+        return None
+    x = int(rng.integers(0, scene.shape[1] - width + 1))
+    y = int(rng.integers(0, scene.shape[0] - height + 1))
+    composed = scene.copy()
+    composed[y : y + height, x : x + width] = person
+    return composed, np.array([x, y, x + width, y + height], np.float32)
 
 
 def _open_session(

@@ -55,12 +55,14 @@ class QueryEmbedding:
 
     source "detection": the detector found the person (the detection overlapping the asked box
     most) and its detection embedding is used, as the gallery's own vectors are; "box": nothing
-    matched, so the asked box was embedded directly through the ROI branch.
+    matched, so the asked box was embedded directly through the ROI branch; "scenes": a crop
+    was placed into stored frames and embedded there, the placements' embeddings averaged
+    (``Engine.embed_query_in_scenes``).
     """
 
     embedding: np.ndarray  # float32 [D], unit norm
     box: np.ndarray  # float32 [4], original pixels: the detection's or the asked box
-    source: Literal["detection", "box"]
+    source: Literal["detection", "box", "scenes"]
     iou: float | None  # IoU of the chosen detection with the asked box
 
 

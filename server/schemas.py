@@ -56,9 +56,10 @@ class QueryOut(BaseModel):
         description="the box whose embedding was searched: query image pixels, or the stored "
         "frame's pixels for a detection_id"
     )
-    source: Literal["detection", "box", "stored"] = Field(
+    source: Literal["detection", "box", "stored", "scenes"] = Field(
         description="detection: the detector found the person (IoU >= 0.5 with the asked box); "
-        "box: the asked box was embedded directly; stored: the stored detection_id's embedding"
+        "box: the asked box was embedded directly; stored: the stored detection_id's embedding; "
+        "scenes: the crop was placed into stored frames (PS_QUERY_SCENES) and embedded there"
     )
     iou: float | None = Field(description="IoU of the chosen detection with the asked box")
     clipped: bool = Field(

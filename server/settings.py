@@ -43,6 +43,13 @@ class Settings(BaseSettings):
         "onnxruntime has it), then cpu",
     )
     inference_threads: int = Field(1, ge=1, description="concurrent model runs")
+    query_scenes: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="stored frames a crop query (no box) is placed into and embedded in, the "
+        "placements averaged; 0 embeds the crop alone (docs/ARCHITECTURE.md, 'Crop queries')",
+    )
     max_batch: int = Field(
         8, ge=1, description="most frames (of any requests) in one batch of ingest detections"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Annotated
 
 import numpy as np
@@ -12,9 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from inference.engine import QueryEmbedding
 from server.deps import Ready, ReadyDep
 from server.forms import parse_box, parse_time_range, read_image, upload_name
-from server.imaging import DecodedImage
+from server.imaging import DecodedImage, decode_image
 from server.problems import Problem, problem_responses
 from server.routers.browse import MAX_DETECTION_ID, find_detection
+from server.routers.gallery import read_file
 from server.schemas import QueryOut, SearchHitOut, SearchOut
 
 router = APIRouter(tags=["search"])
@@ -130,7 +132,14 @@ async def _image_query(
     )
     given = None if box is None else parse_box(box, image.width, image.height)
     asked = None if given is None else given.box
-    embedded: QueryEmbedding = await ready.state.infer("query", lambda: _embed(ready, image, asked))
+    scenes = await _scenes(ready, image) if asked is None else []
+    if scenes:
+        person = image.pixels
+        embedded: QueryEmbedding = await ready.state.infer(
+            "query", lambda: ready.engine.embed_query_in_scenes(person, scenes)
+        )
+    else:
+        embedded = await ready.state.infer("query", lambda: _embed(ready, image, asked))
     x1, y1, x2, y2 = (float(v) for v in image.to_original(embedded.box)[0])
     return embedded.embedding, QueryOut(
         box=(x1, y1, x2, y2),
@@ -157,6 +166,30 @@ async def _stored_query(ready: Ready, detection_id: int) -> tuple[np.ndarray, Qu
         detection_id=found.id,
         frame_id=stored.frame_id,
     )
+
+
+async def _scenes(ready: Ready, image: DecodedImage) -> list[np.ndarray]:
+    """PS_QUERY_SCENES stored frames, decoded at their own resolution (the crop's scale), to
+    place a crop query into; none for a crop the service shrank (another scale) or when the
+    setting is 0. A stored image that cannot be read or decoded is skipped."""
+    wanted = ready.state.settings.query_scenes
+    if wanted == 0 or image.pixels.shape[:2] != (image.height, image.width):
+        return []
+    paths = await run_in_threadpool(ready.store.sample_frame_images, wanted)
+    settings = ready.state.settings
+    scenes = []
+    for path in paths:
+        data = await run_in_threadpool(read_file, settings.data_dir / path)
+        if data is None:
+            continue
+        try:
+            decoded = await ready.state.decode(
+                partial(decode_image, data, path, settings.max_pixels)
+            )
+        except Problem:
+            continue
+        scenes.append(decoded.pixels)
+    return scenes
 
 
 def _embed(ready: Ready, image: DecodedImage, box: tuple[float, ...] | None) -> QueryEmbedding:
