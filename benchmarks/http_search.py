@@ -47,7 +47,12 @@ from training.data import load_dataset
 from training.data.base import GalleryEntry
 from training.evaluate.metrics import average_precision, small_box_iou_threshold
 from training.evaluate.protocol import SearchDataset
-from training.evaluate.query_modes import QUERY_MODES, STORED_MATCH_IOU, query_crop
+from training.evaluate.query_modes import (
+    QUERY_MODES,
+    STORED_MATCH_IOU,
+    query_box_file,
+    query_crop,
+)
 from training.evaluate.search import QueryOutcome, summarise
 
 MAX_TOP_K = 1000  # the service's limit on top_k
@@ -149,12 +154,9 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 def crop_upload(dataset: SearchDataset, index: int) -> tuple[str, bytes, str]:
     """The query's crop as an operator would upload it: PRW's query_box file as it is."""
-    query = dataset.queries[index]
-    root = getattr(dataset, "root", None)
-    if dataset.name == "prw" and root is not None:
-        path = Path(root) / "query_box" / f"{query.pid}_{frame_id(query.image)}.jpg"
-        if path.is_file():
-            return path.name, path.read_bytes(), "image/jpeg"
+    path = query_box_file(dataset, index)
+    if path is not None:
+        return path.name, path.read_bytes(), "image/jpeg"
     return "crop.png", png_bytes(query_crop(dataset, index)), "image/png"
 
 

@@ -236,17 +236,22 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(small_synthetic, tmp_path):
     assert resumed["progress"]["iteration"] == done + 1
 
 
-def test_attribute_task_trains_from_the_generators_labels(small_synthetic, tmp_path):
-    run = tmp_path / "attr"
+def train_auxiliary_task(data_root: Path, run: Path, task: str, *options: str) -> None:
+    """One fixed-weight epoch with an auxiliary task: its loss is in every step, at weight 1."""
     result = run_cli(
-        "--dataset", "prw", "--data-root", str(small_synthetic), "--config", "tiny",
-        "--weighting", "fixed", "--attr", "--epochs", "1", "--batch-size", "3",
-        "--no-eval", "--no-export", "--out", str(run), *FAST,
+        "--dataset", "prw", "--data-root", str(data_root), "--config", "tiny",
+        "--weighting", "fixed", "--epochs", "1", "--batch-size", "3",
+        "--no-eval", "--no-export", "--out", str(run), *FAST, *options,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [r for r in read_log(run) if r["event"] == "step"]
-    assert steps and all(r["losses"]["attr"] > 0 for r in steps)
-    assert steps[-1]["weights"]["attr"] == 1.0
+    assert steps and all(r["losses"][task] > 0 for r in steps)
+    assert steps[-1]["weights"][task] == 1.0
+
+
+def test_attribute_task_trains_from_the_generators_labels(small_synthetic, tmp_path):
+    run = tmp_path / "attr"
+    train_auxiliary_task(small_synthetic, run, "attr", "--attr")
     model, _ = load_checkpoint_model(run / "checkpoints" / "final.pth")
     assert model.attr_head is not None and model.attr_head.out_features == 50
     missing = run_cli(
@@ -258,17 +263,11 @@ def test_attribute_task_trains_from_the_generators_labels(small_synthetic, tmp_p
 
 def test_crop_task_trains_with_people_cut_out_of_their_frames(small_synthetic, tmp_path):
     run = tmp_path / "crop"
-    result = run_cli(
-        "--dataset", "prw", "--data-root", str(small_synthetic), "--config", "tiny",
-        "--model-option", "crop_queries=3", "--weighting", "fixed", "--epochs", "1",
-        "--batch-size", "3", "--no-eval", "--no-export", "--out", str(run),
-        *FAST, "--train-sizes", "288,320", "--max-size", "320,192",
+    # people at the frames' own size: every batch has some big enough to cut
+    train_auxiliary_task(
+        small_synthetic, run, "crop_reid", "--model-option", "crop_queries=3",
+        "--train-sizes", "288,320", "--max-size", "320,192",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    steps = [r for r in read_log(run) if r["event"] == "step"]
-    # (people at the frames' own size: every batch has some big enough to cut)
-    assert steps and all(r["losses"]["crop_reid"] > 0 for r in steps)
-    assert steps[-1]["weights"]["crop_reid"] == 1.0
     model, _ = load_checkpoint_model(run / "checkpoints" / "final.pth")
     assert model.config.crop_queries == 3  # the checkpoint's network config carries the option
     saved = json.loads((run / "config.json").read_text())

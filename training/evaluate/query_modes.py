@@ -44,7 +44,7 @@ def query_crop(dataset: SearchDataset, index: int) -> np.ndarray:
     """The query person alone: its crop file where the dataset has one (PRW's
     ``query_box/<pid>_<frame>.jpg``), else its box cut out of its frame (rounded outwards)."""
     query = dataset.queries[index]
-    crop_file = _query_box_file(dataset, index)
+    crop_file = query_box_file(dataset, index)
     if crop_file is not None:
         return load_rgb(crop_file)
     image = load_rgb(dataset.image(query.image).path)
@@ -54,7 +54,8 @@ def query_crop(dataset: SearchDataset, index: int) -> np.ndarray:
     return image[y1 : max(y2, y1 + 1), x1 : max(x2, x1 + 1)]
 
 
-def _query_box_file(dataset: SearchDataset, index: int) -> Path | None:
+def query_box_file(dataset: SearchDataset, index: int) -> Path | None:
+    """PRW's crop file of query ``index`` (``query_box/<pid>_<frame>.jpg``), if it exists."""
     root = getattr(dataset, "root", None)
     if dataset.name != "prw" or root is None:
         return None
