@@ -1,12 +1,18 @@
-"""Shared fixture: `tiny` overfitted on a few synthetic frames, and its ONNX export.
+"""Shared fixtures: `tiny` overfitted on a few synthetic frames and its ONNX export, and frames
+of the bundled demo model's kind.
 
-The model, export and server tests reuse one run (`overfit_run`) so it trains once per session.
-torch is imported only where a fixture needs it, so that the torch-free tests (`make test-fast`)
-run without it.
+The model and export tests reuse one run (`overfit_run`) so it trains once per session. A test
+module that needs torch says so with `pytestmark = pytest.mark.torch`; with PS_NO_TORCH=1
+(`make test-fast`) torch cannot be imported and those modules are not collected, so the rest is
+proved to run without it. torch is imported only where a fixture needs it.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import os
+import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +24,30 @@ import pytest
 from inference.preprocess import load_rgb, resize_and_pad
 from training.data import PRW, GalleryEntry, Query
 from training.synth import generate
+
+NO_TORCH = os.environ.get("PS_NO_TORCH") == "1"
+
+
+class _TorchBlocker(importlib.abc.MetaPathFinder):
+    """Makes `import torch` fail as if it were not installed (a None in sys.modules would
+    break libraries that look torch up there, e.g. scipy's array-API helpers)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in ("torch", "torchvision"):
+            raise ModuleNotFoundError(f"No module named {fullname!r} (PS_NO_TORCH=1)")
+        return None
+
+
+if NO_TORCH:
+    sys.meta_path.insert(0, _TorchBlocker())
+TORCH_MARK = re.compile(r"^pytestmark = .*pytest\.mark\.torch", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if NO_TORCH and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return bool(TORCH_MARK.search(collection_path.read_text())) or None
+    return None
+
 
 if TYPE_CHECKING:
     import torch
@@ -116,6 +146,8 @@ def _box_of(record, pid: int) -> np.ndarray | None:
 
 @pytest.fixture(scope="session")
 def overfit_run(tmp_path_factory) -> OverfitRun:
+    if NO_TORCH:
+        pytest.fail("overfit_run trains with torch: mark the module `pytest.mark.torch`")
     from training.export import export_onnx
 
     root = generate(

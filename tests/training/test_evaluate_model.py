@@ -12,7 +12,7 @@ import pytest
 from training.evaluate.__main__ import main
 from training.synth import generate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "demo" / "model.onnx"
 
 

@@ -17,6 +17,8 @@ from training.model.reid_losses import OIMLoss, batch_hard_triplet, box_means
 from training.model.roi import ROISampler
 from training.model.tasks import REFERENCE_FIXED_WEIGHTS
 
+pytestmark = pytest.mark.torch
+
 torch.set_num_threads(2)
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.latency import BOUND, PEERS, main
 from benchmarks.ort_profile import main as profile_main
+
+pytestmark = pytest.mark.torch
 
 
 def test_latency_benchmark_emits_figures_for_every_contestant(tmp_path, capsys):

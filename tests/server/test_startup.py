@@ -20,6 +20,8 @@ from server.settings import Settings
 from server.state import chosen_providers
 from server.testing import REPOSITORY, ServerProcess
 
+pytestmark = pytest.mark.torch
+
 
 def test_default_providers_are_the_installed_ones(overfit_run, caplog) -> None:
     installed = set(ort.get_available_providers())

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from server.testing import ServerProcess
-from tests.test_server_api import (
+from tests.server.helpers import (
     MIN_DETECTION_SCORE,
     assert_problem,
     ingest,
@@ -23,6 +23,8 @@ from tests.test_server_api import (
     search,
     synthetic_frames,
 )
+
+pytestmark = pytest.mark.torch
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from server.problems import Problem
 from server.settings import Settings
 from training.data import PRW
 
+pytestmark = pytest.mark.torch
+
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PS_PROVIDERS", " CUDA, cpu ")

@@ -9,6 +9,8 @@ import torchvision
 from training.model import CONFIGS, TASKS, build_model
 from training.model.tasks import ATTR_TASK
 
+pytestmark = pytest.mark.torch
+
 torch.set_num_threads(2)
 
 

@@ -16,6 +16,8 @@ from tests.conftest import DET_THRESH, frame_tensors, search_protocol
 from training.data import PRW
 from training.evaluate import evaluate_detection, evaluate_search
 
+pytestmark = pytest.mark.torch
+
 # (image [1,3,H,W] uint8, query boxes [Q,4]) -> (boxes, scores, det embeddings, box embeddings)
 Runner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
 

@@ -24,7 +24,9 @@ import yaml
 
 from tests.imports import imported_modules
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.torch
+
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "tests" / "data" / "compose" / "compose-spec.json"
 # Import name -> distribution name, for the third-party modules serving may import.
 DISTRIBUTIONS = {

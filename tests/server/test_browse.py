@@ -188,7 +188,7 @@ def test_the_page_is_served_without_a_key(client: httpx.Client):
         assert (
             asset.status_code == 200
             and asset.content
-            == (Path(__file__).resolve().parents[1] / "server" / "web" / name).read_bytes()
+            == (Path(__file__).resolve().parents[2] / "server" / "web" / name).read_bytes()
         )
     problem(httpx.get(f"{bare}/gallery/stats"), 401, "unauthorized")  # the data still needs it
 

@@ -12,6 +12,8 @@ from benchmarks import ablation
 from training.model.tasks import REFERENCE_FIXED_WEIGHTS, TASKS
 from training.synth import generate
 
+pytestmark = pytest.mark.torch
+
 
 @pytest.fixture(scope="module")
 def tiny_prw(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -33,7 +33,9 @@ from training.run_config import OptionError, RunConfig, scaled_lr_steps
 from training.synth import generate
 from training.train import build_parser, main
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.torch
+
+REPO = Path(__file__).resolve().parents[2]
 # small frames keep the runs that are not evaluated cheap
 FAST = ["--train-sizes", "96,128", "--max-size", "128,77", "--workers", "0", "--no-progress"]
 

@@ -38,7 +38,9 @@ from training.throughput import phase_throughput
 from training.train import build_parser, main
 from training.train_loop import StopRequest
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.torch
+
+REPO = Path(__file__).resolve().parents[2]
 SIZES = ["--train-sizes", "128,128", "--max-size", "128,77"]
 COMMON = ["--dataset", "prw", "--config", "tiny", "--log-every", "1", "--workers", "0",
           "--no-progress", "--device", "cpu", *SIZES]  # fmt: skip
@@ -205,8 +207,8 @@ def fcos_options(frames: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def torchrun_run(frames, tmp_path_factory) -> Path:
-    """The README's torchrun command on two CPU processes, evaluated by rank 0 (the export,
-    the same code as in one process, is left to tests/test_train_galw.py to save CI time)."""
+    """The README's torchrun command on two CPU processes, evaluated by rank 0 (the export, the
+    same code as in one process, is left to tests/training/test_train_galw.py to save CI time)."""
     run = tmp_path_factory.mktemp("torchrun") / "run"
     code, stderr = finished(torchrun(*fcos_options(frames), "--no-export", "--out", str(run)))
     assert code == 0, stderr[-4000:]

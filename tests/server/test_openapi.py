@@ -22,7 +22,9 @@ from schemathesis.specs.openapi.checks import (
 from server.app import create_app
 from server.settings import Settings
 from server.testing import ServerProcess
-from tests.test_server_api import MIN_DETECTION_SCORE
+from tests.server.helpers import MIN_DETECTION_SCORE
+
+pytestmark = pytest.mark.torch
 
 EXAMPLES = 25  # per operation and mode: a bounded run, about a minute on 2 cores
 CHECKS = [

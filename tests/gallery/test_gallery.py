@@ -29,7 +29,7 @@ from gallery.store import MAX_OVERFETCH
 from gallery.vectors import MilvusConfig
 
 DIM = 16
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:

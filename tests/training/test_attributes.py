@@ -13,6 +13,8 @@ from training.data.base import DatasetError
 from training.data.torch_dataset import ScaleRange, TrainImages
 from training.synth import generate
 
+pytestmark = pytest.mark.torch
+
 
 @pytest.fixture(scope="module")
 def prw_root(tmp_path_factory):

@@ -10,7 +10,7 @@ from training.synth import generate
 
 
 def test_frame_latency_reports_each_model(tmp_path, capsys):
-    demo = Path(__file__).resolve().parents[1] / "models" / "demo" / "model.onnx"
+    demo = Path(__file__).resolve().parents[2] / "models" / "demo" / "model.onnx"
     root = generate(tmp_path / "prw", "prw", frames=6, identities=4, cameras=2, seed=3,
                     size=(320, 192))  # fmt: skip
     assert main(["--model", str(demo), "--model", str(demo), "--frames", str(root / "frames"),

@@ -15,7 +15,7 @@ from benchmarks.http_search import main as http_main
 from training.evaluate.__main__ import main as evaluate_main
 from training.synth import generate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "demo" / "model.onnx"
 
 

@@ -14,7 +14,7 @@ from inference.preprocess import load_rgb
 from server.batcher import Batcher, BatcherClosed, BatchRecord
 from training.synth import generate
 
-DEMO = Path(__file__).resolve().parents[1] / "models" / "demo" / "model.onnx"
+DEMO = Path(__file__).resolve().parents[2] / "models" / "demo" / "model.onnx"
 PATIENCE_S = 3600.0  # a wait no test survives: reaching the end proves it was not waited out
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from ingest.client import Summary, Uploader
 from ingest.sources import Source, find_sources, read_frames
 from server.testing import REPOSITORY, ServerProcess
-from tests.test_server_api import (
+from tests.server.helpers import (
     MIN_DETECTION_SCORE,
     Frame,
     iou,
@@ -33,6 +33,8 @@ from tests.test_server_api import (
     search,
     synthetic_frames,
 )
+
+pytestmark = pytest.mark.torch
 
 FPS = 4
 EVERY = 0.5  # seconds: every other video frame, i.e. each synthetic frame once

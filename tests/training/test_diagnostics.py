@@ -12,6 +12,8 @@ from training.model import build_model
 from training.model.diagnostics import collapsed_branches, embedding_spread
 from training.plots import plot_embedding_spread
 
+pytestmark = pytest.mark.torch
+
 torch.set_num_threads(2)
 
 

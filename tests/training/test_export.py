@@ -18,6 +18,8 @@ from training.export import export_onnx, load_checkpoint_model, main
 from training.model import build_model
 from training.model.fcos import nms_per_image
 
+pytestmark = pytest.mark.torch
+
 torch.set_num_threads(2)
 QUERIES = torch.tensor([[10.0, 20.0, 60.0, 150.0], [130.0, 40.0, 200.0, 220.0]])
 

@@ -31,6 +31,8 @@ from galw import (
 )
 from galw.cli import main as cli_main
 
+pytestmark = pytest.mark.torch
+
 KINDS = {"a": "cls", "b": "reg", "c": "reg"}
 
 
