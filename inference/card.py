@@ -2,14 +2,17 @@
 
 The card is ``model.json`` beside ``model.onnx``. ``ModelCard`` is its only definition: training
 export builds one and writes it (``ModelCard.write``), the service and the evaluator read it
-(``load_model_card``), and every key is a field of the dataclass below. Keys a card holds that
-are not fields (notes from older exporters) are kept in ``extra`` and written back unchanged.
+(``load_model_card``), and every key is a field of the dataclass below. A key that is not a field
+but looks like a misspelt one is an error; any other (a note, or a key of an older exporter) is
+named in an ``UnknownCardKeyWarning`` and kept in ``extra``, written back unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +43,16 @@ CARD_NAME = "model.json"
 FALLBACK_SCORE_THRESHOLD = 0.5
 # Cards written before the mean-colour padding were trained and exported with black padding.
 LEGACY_PAD_COLOUR = (0, 0, 0)
+# How alike (difflib ratio) an unknown key and a field are for the key to count as misspelt.
+MISSPELLING_RATIO = 0.8
 
 
 class ModelError(RuntimeError):
     """The model files are missing, inconsistent or unusable; the message says which and why."""
+
+
+class UnknownCardKeyWarning(UserWarning):
+    """A card holds keys that are not ``ModelCard`` fields (kept in ``extra``); names them."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +111,19 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ModelCard:
-        """A card from its JSON object; a malformed field raises ValueError or TypeError."""
+        """A card from its JSON object; a malformed field, or an unknown key that looks like a
+        misspelt field, raises ValueError or TypeError; other unknown keys are warned of."""
         known = {item.name for item in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(raw) - known)
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=MISSPELLING_RATIO)
+            if close:
+                raise ValueError(f"unknown card key {key!r}: a misspelling of {close[0]!r}?")
+        if unknown:
+            warnings.warn(
+                UnknownCardKeyWarning(f"model card keys that are not ModelCard fields: {unknown}"),
+                stacklevel=2,
+            )
         values = {key: value for key, value in raw.items() if key in known}
         for key in ("max_size", "pad_colour", "pixel_mean", "pixel_std"):
             if key in values:

@@ -1,12 +1,19 @@
-"""Training checkpoints: atomic writes and the random-number state a resumed run needs.
+"""Training checkpoints: their header, atomic writes and the random-number state a resumed run
+needs.
 
-A checkpoint is written with ``inference.files.atomic_write``, so a crash while saving leaves the
-previous checkpoint intact.
+A checkpoint is a dict: the ``CheckpointHeader``'s fields (what rebuilds and exports the network)
+as top-level keys, beside the weights ("model") and the training state of its phase. It is
+written with ``inference.files.atomic_write``, so a crash while saving leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import random
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +21,61 @@ import numpy as np
 import torch
 
 from inference.files import atomic_write
+from training.model.config import ModelConfig, resolve_config
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing or unreadable; the message names the file."""
+    """A checkpoint is missing, unreadable or incomplete; the message names the file."""
+
+
+@dataclass(frozen=True)
+class CheckpointHeader:
+    """What a checkpoint says besides its weights: the network to rebuild (config, num_ids,
+    queue_size, attr_dim) and what its export's card records. ``training.pipeline`` writes it
+    into every checkpoint, ``training.export`` reads it back."""
+
+    config: ModelConfig
+    num_ids: int
+    queue_size: int
+    attr_dim: int = 0
+    dataset: str | None = None
+    max_size: tuple[int, int] | None = None  # the test size the run chose
+    metrics: dict[str, Any] | None = None  # an evaluated run's final checkpoint only
+    card: dict[str, Any] | None = None  # the card fields of the run's own export (final only)
+
+    def to_state(self) -> dict[str, Any]:
+        """The header as checkpoint keys (the config as its dict, the size as a list)."""
+        state = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        state["config"] = self.config.to_dict()
+        if self.max_size is not None:
+            state["max_size"] = list(self.max_size)
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], source: str | Path) -> CheckpointHeader:
+        """The header of a checkpoint read from ``source``. Checkpoints from before a field was
+        written take its default; a missing network key, a key that looks like a misspelt
+        field, or a config that cannot be rebuilt raise CheckpointError."""
+        fields = [item.name for item in dataclasses.fields(cls)]
+        missing = [name for name in ("config", "num_ids", "queue_size") if name not in state]
+        if missing:
+            raise CheckpointError(f"{source}: not a model checkpoint: it lacks {missing}")
+        for key in set(state) - set(fields):
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.75)
+            if close:
+                raise CheckpointError(
+                    f"{source}: checkpoint key {key!r} is not a header field; "
+                    f"a misspelling of {close[0]!r}?"
+                )
+        values = {name: state[name] for name in fields if name in state}
+        try:
+            values["config"] = resolve_config(state["config"])
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{source}: cannot rebuild the network config: {error}") from None
+        if values.get("max_size") is not None:
+            long_side, short_side = values["max_size"]
+            values["max_size"] = (int(long_side), int(short_side))
+        return cls(**values)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

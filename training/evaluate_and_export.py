@@ -17,7 +17,7 @@ from inference.outputs import Detections, FrameOutputs
 from inference.preprocess import resize_and_pad
 from training.data import load_dataset
 from training.evaluate import evaluate_dataset
-from training.evaluate.collect import collect_results, protocols
+from training.evaluate.collect import QueryEmbedding, collect_results, protocols
 from training.run_config import RunConfig
 from training.train_loop import log
 
@@ -55,7 +55,7 @@ def search_results(
     device: torch.device,
     max_size: tuple[int, int],
     show_progress: bool = True,
-    query_embedding: str = "detection",
+    query_embedding: QueryEmbedding = "detection",
     min_score: float = 0.5,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Results per embedding kind, and how the queries were embedded (see collect_results)."""

@@ -9,8 +9,8 @@ Outputs: `det_boxes` [K,4], `det_scores` [K], `det_embeddings` [K,D], `box_embed
 The names and the card's fields are defined in `inference.card`.
 
 A checkpoint written at the end of `python -m training.galw` holds the card fields its run
-exported with (input size, search threshold, training summary, metrics), so re-exporting it
-writes the same card.
+exported with (input size, search threshold, training summary, metrics) in its header
+(`training.checkpoint.CheckpointHeader`), so re-exporting it writes the same card.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -36,21 +36,21 @@ from inference.card import (
     ModelCard,
 )
 from inference.preprocess import PAD_COLOUR, PIXEL_MEAN, PIXEL_STD, SIZE_DIVISOR
+from training.checkpoint import CheckpointError, CheckpointHeader, load_checkpoint
 from training.model import build_model
-from training.model.config import resolve_config
 from training.model.network import PersonSearchModel
 
 OPSET = 19
 MAX_BATCH = 64  # images per run the graph accepts
-EMBEDDINGS = ("concat", "alignps", "roi")
-# The checkpoint key holding the card fields of the run's own export.
-CARD_KEY = "card"
+# the graph's embedding: both branches' (concatenated, renormalised) or one branch's
+Embedding = Literal["concat", "alignps", "roi"]
+EMBEDDINGS: tuple[Embedding, ...] = get_args(Embedding)
 
 
 class ExportWrapper(nn.Module):
     """The inference path with ONNX-friendly inputs and the chosen embedding."""
 
-    def __init__(self, model: PersonSearchModel, embedding: str) -> None:
+    def __init__(self, model: PersonSearchModel, embedding: Embedding) -> None:
         super().__init__()
         self.model, self.embedding = model, embedding
 
@@ -74,7 +74,7 @@ class ExportWrapper(nn.Module):
         return F.normalize(torch.cat([alignps, roi], dim=1), dim=1)
 
 
-def embedding_dim(model: PersonSearchModel, embedding: str) -> int:
+def embedding_dim(model: PersonSearchModel, embedding: Embedding) -> int:
     dims = model.embedding_dims
     return dims["alignps"] + dims["roi"] if embedding == "concat" else dims[embedding]
 
@@ -82,7 +82,7 @@ def embedding_dim(model: PersonSearchModel, embedding: str) -> int:
 def export_onnx(
     model: PersonSearchModel,
     out_path: Path,
-    embedding: str = "concat",
+    embedding: Embedding = "concat",
     fp16: bool = False,
     card_fields: Mapping[str, Any] | None = None,
 ) -> ModelCard:
@@ -134,7 +134,7 @@ def half_precision(model: PersonSearchModel) -> PersonSearchModel:
 
 
 def model_card(
-    model: PersonSearchModel, embedding: str, fp16: bool, fields: Mapping[str, Any]
+    model: PersonSearchModel, embedding: Embedding, fp16: bool, fields: Mapping[str, Any]
 ) -> ModelCard:
     """The card of an export of ``model``; ``fields`` override or add card keys."""
     config = model.config
@@ -165,30 +165,30 @@ def model_card(
     return ModelCard.from_dict({**base.to_dict(), **fields})
 
 
-def checkpoint_card_fields(ckpt: Mapping[str, Any], checkpoint: Path) -> dict[str, Any]:
+def checkpoint_card_fields(header: CheckpointHeader, checkpoint: Path) -> dict[str, Any]:
     """The card fields of a checkpoint's export: those its run exported with when it holds
-    them (final checkpoints of ``python -m training.galw``), else what it records."""
-    if ckpt.get(CARD_KEY) is not None:
-        return dict(ckpt[CARD_KEY])
+    them (final checkpoints of ``python -m training.galw``), else what its header records."""
+    if header.card is not None:
+        return dict(header.card)
     fields: dict[str, Any] = {"random_weights": False, "checkpoint": checkpoint.name}
-    fields.update({key: ckpt[key] for key in ("metrics", "dataset", "max_size") if key in ckpt})
-    metrics = ckpt.get("metrics")
-    if isinstance(metrics, Mapping) and metrics.get("det_thresh") is not None:
-        fields["search_score_threshold"] = metrics["det_thresh"]
+    for key in ("metrics", "dataset", "max_size"):
+        if getattr(header, key) is not None:
+            fields[key] = getattr(header, key)
+    if header.metrics is not None and header.metrics.get("det_thresh") is not None:
+        fields["search_score_threshold"] = header.metrics["det_thresh"]
     return fields
 
 
-def load_checkpoint_model(path: Path) -> tuple[PersonSearchModel, dict]:
-    """Rebuild the model a training checkpoint describes and load its weights (eval mode)."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=False)
-    missing = {"model", "config", "num_ids", "queue_size"} - set(ckpt)
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks {sorted(missing)}")
-    model = build_model(
-        resolve_config(ckpt["config"]), ckpt["num_ids"], ckpt["queue_size"], ckpt.get("attr_dim", 0)
-    )
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
+def load_checkpoint_model(path: Path) -> tuple[PersonSearchModel, CheckpointHeader]:
+    """Rebuild the model a training checkpoint describes and load its weights (eval mode);
+    CheckpointError when the file is not one."""
+    state = load_checkpoint(path)
+    header = CheckpointHeader.from_state(state, path)
+    if "model" not in state:
+        raise CheckpointError(f"{path}: holds no weights (key 'model')")
+    model = build_model(header.config, header.num_ids, header.queue_size, header.attr_dim)
+    model.load_state_dict(state["model"])
+    return model.eval(), header
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extra: dict[str, Any] = {}
     if args.checkpoint is not None:
-        model, ckpt = load_checkpoint_model(args.checkpoint)
+        try:
+            model, header = load_checkpoint_model(args.checkpoint)
+        except CheckpointError as error:
+            parser.error(str(error))
         if args.config and args.config != model.config.name:
             parser.error(f"--config {args.config} but the checkpoint is {model.config.name}")
-        extra = checkpoint_card_fields(ckpt, args.checkpoint)
+        extra = checkpoint_card_fields(header, args.checkpoint)
     elif args.config:
         print(
             "WARNING: no --checkpoint: exporting RANDOM WEIGHTS (for tests and speed benchmarks "

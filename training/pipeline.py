@@ -10,6 +10,7 @@ processes").
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import platform
@@ -27,6 +28,7 @@ from galw.weighting import build_weighting
 from inference.files import write_bytes_atomic
 from training.checkpoint import (
     CheckpointError,
+    CheckpointHeader,
     load_checkpoint,
     save_checkpoint,
     seed_everything,
@@ -39,7 +41,6 @@ from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages, c
 from training.distributed import SINGLE_PROCESS, TrainingProcesses
 from training.evaluate.query_modes import QUERY_MODES, engine_query_modes, record_in_card
 from training.evaluate_and_export import card_fields, evaluate_model, export_model
-from training.export import CARD_KEY
 from training.model import build_model
 from training.model.diagnostics import COLLAPSE_COSINE, collapsed_branches, embedding_spread
 from training.model.tasks import (
@@ -246,7 +247,7 @@ class TrainingRun:
         return PhaseEnvironment(
             checkpoint_path=self.run.last,
             log_path=self.run.log,
-            extra_state=lambda: {**self._export_keys(), **extra},
+            extra_state=lambda: {**self._header().to_state(), **extra},
             stop=stop,
             log_every=self.config.log_every,
             checkpoint_every=self.config.checkpoint_every,
@@ -255,17 +256,17 @@ class TrainingRun:
             epoch_end=tuple(epoch_end),
         )
 
-    def _export_keys(self) -> dict[str, Any]:
-        """The checkpoint keys training/export.py reads, besides "model"."""
+    def _header(self) -> CheckpointHeader:
+        """What every checkpoint of this run says besides its weights."""
         max_size, _ = self.config.sizes
-        return {
-            "config": self.config.model_config.to_dict(),
-            "num_ids": self.train.num_ids,
-            "queue_size": self.train.queue_size,
-            "attr_dim": self.attr_dim,
-            "dataset": self.config.dataset,
-            "max_size": list(max_size),
-        }
+        return CheckpointHeader(
+            config=self.config.model_config,
+            num_ids=self.train.num_ids,
+            queue_size=self.train.queue_size,
+            attr_dim=self.attr_dim,
+            dataset=self.config.dataset,
+            max_size=max_size,
+        )
 
     def run_probe(self, state: dict | None, stop: StopRequest) -> GradientHistory:
         """First training with plain weights, recording the per-task gradient magnitudes
@@ -430,8 +431,7 @@ class TrainingRun:
             plot_embedding_spread(_main_records(self.run.log), self.run.spread_plot)
         except Exception as error:  # a figure must not cost a finished training
             log(f"could not draw the embedding spread plot {self.run.spread_plot.name}: {error}")
-        final = {
-            **self._export_keys(),
+        trained = {
             "model": model.state_dict(),
             "weighting": self.weighting.state_dict(),
             "grouping": grouping.to_dict() if grouping is not None else None,
@@ -442,11 +442,10 @@ class TrainingRun:
             metrics = evaluate_model(model, self.config, self.device)
             log(f"evaluation took {time.monotonic() - started:.1f} s")
             _write_json(self.run.metrics, metrics)
-            final["metrics"] = metrics
         checkpoint = str(self.run.final.relative_to(self.run.root))
         fields = card_fields(self.config, checkpoint, metrics, grouping, self._provenance())
-        final[CARD_KEY] = fields
-        save_checkpoint(final, self.run.final)
+        header = dataclasses.replace(self._header(), metrics=metrics, card=fields)
+        save_checkpoint({**header.to_state(), **trained}, self.run.final)
         log(f"final checkpoint: {self.run.final}")
         if not self.config.no_export:
             started = time.monotonic()
@@ -462,10 +461,12 @@ class TrainingRun:
             log(f"export took {time.monotonic() - started:.1f} s")
             if metrics is not None:
                 # the card and the final checkpoint's card fields stay the same card
-                metrics["query_modes"] = self._query_modes_in_card()
-                fields["metrics"] = dict(metrics)
+                metrics = {**metrics, "query_modes": self._query_modes_in_card()}
+                header = dataclasses.replace(
+                    header, metrics=metrics, card={**fields, "metrics": dict(metrics)}
+                )
                 _write_json(self.run.metrics, metrics)
-                save_checkpoint(final, self.run.final)
+                save_checkpoint({**header.to_state(), **trained}, self.run.final)
         return 0
 
     def _query_modes_in_card(self) -> dict[str, Any]:
@@ -615,9 +616,8 @@ def _resume_state(
 def _config_record(config: RunConfig, train, command: str | None) -> dict[str, Any]:
     return {
         "command": command,
-        "options": config.to_record(),
+        "options": config.to_record(),  # with the network's config (model_config)
         "tasks": {task: TASK_KINDS[task] for task in TASKS},
-        "model": config.model_config.to_dict(),
         "train_images": len(train.images),
         "num_ids": train.num_ids,
         "queue_size": train.queue_size,

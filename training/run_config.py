@@ -2,9 +2,12 @@
 
 ``RunConfig.from_arguments`` turns the parsed command line into a config with every derived
 default filled in (lr for the batch size, lr steps for the epochs, grouping for the weighting,
-fixed weights); ``RunConfig.with_sizes`` fills the input sizes chosen from the data. The run
-saves ``to_record()`` as ``options`` in RUN/config.json and ``--resume`` rebuilds the same config
-from it (``from_record``), taking only the runtime options from the new command line.
+fixed weights); ``RunConfig.with_sizes`` fills the input sizes chosen from the data. The network's
+configuration is held resolved (``model_config``: the named config with the ``--model-option``
+overrides applied), with the overrides kept beside it (``model_options``) to say how it differs
+from its name. The run saves ``to_record()`` as ``options`` in RUN/config.json and ``--resume``
+rebuilds the same config from it (``from_record``), taking only the runtime options from the new
+command line; the saved network is used as saved, even if the named config changed since.
 """
 
 from __future__ import annotations
@@ -14,16 +17,24 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from galw.grouping import SCORINGS
+from training.evaluate.collect import QueryEmbedding
 from training.model.config import CONFIGS, ModelConfig
 from training.model.tasks import REFERENCE_FIXED_WEIGHTS, TASKS
 
-WEIGHTINGS = ("galw", "rulwf", "ulwf", "fixed")
-GROUPINGS = ("slope", "branch", "random")
-QUERY_EMBEDDINGS = ("detection", "box")
-SYNC_BN = ("auto", "on", "off")
+Dataset = Literal["prw", "cuhk"]
+Weighting = Literal["galw", "rulwf", "ulwf", "fixed"]
+Optimizer = Literal["sgd", "adamw"]
+Amp = Literal["auto", "bf16", "fp16", "off"]
+SyncBn = Literal["auto", "on", "off"]
+DATASETS: tuple[Dataset, ...] = get_args(Dataset)
+WEIGHTINGS: tuple[Weighting, ...] = get_args(Weighting)
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
+AMP_MODES: tuple[Amp, ...] = get_args(Amp)
+SYNC_BN: tuple[SyncBn, ...] = get_args(SyncBn)
+GROUPINGS = ("slope", "branch", "random")  # or the path of a groups.json
 # Options taken from the command line on --resume; everything else comes from config.json.
 RUNTIME_OPTIONS = ("device", "workers", "stop_after_iters", "no_progress", "sync_bn")
 # The reference schedule: 24 epochs, lr x0.1 at epochs 16 and 22, lr 0.0015 for batch 5.
@@ -41,17 +52,18 @@ class OptionError(ValueError):
 class RunConfig:
     """Every option of a run, with the derived defaults resolved."""
 
-    dataset: str
+    dataset: Dataset
     data_root: Path
     out: Path
-    config: str = "r50"
-    # ModelConfig fields changed from the named config's (--model-option name=value)
+    # the network: the named config (--config) with the model options applied
+    model_config: ModelConfig = CONFIGS["r50"]
+    # the ModelConfig fields --model-option name=value changed from the named config's
     model_options: tuple[tuple[str, Any], ...] = ()
     backbone_weights: Path | None = None
     max_size: tuple[int, int] | None = None  # None until chosen from the data (with_sizes)
     train_sizes: tuple[int, int] | None = None
     # GALW
-    weighting: str = "galw"
+    weighting: Weighting = "galw"
     grouping: str | None = "slope"  # slope | branch | random | a groups.json path | None
     groups: int | str = 4  # a number or "auto"
     lam: float = 1.0
@@ -65,18 +77,18 @@ class RunConfig:
     epochs: int = REFERENCE_EPOCHS
     batch_size: int = REFERENCE_BATCH
     lr: float = REFERENCE_LR
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_steps: tuple[int, ...] = REFERENCE_STEPS
     warmup_iters: int = 500
     warmup_ratio: float = 0.001
     clip_grad: float = 10.0
-    amp: str = "auto"
+    amp: Amp = "auto"
     seed: int = 0
     # running (RUNTIME_OPTIONS may change on --resume)
     device: str = "cpu"
-    sync_bn: str = "auto"  # SyncBatchNorm under torchrun: auto (on CUDA), on, off
+    sync_bn: SyncBn = "auto"  # SyncBatchNorm under torchrun: auto (on CUDA), on, off
     workers: int = 4
     log_every: int = 20
     checkpoint_every: int = 500
@@ -84,16 +96,16 @@ class RunConfig:
     no_progress: bool = False
     # evaluation and export
     det_thresh: float = 0.5
-    query_embedding: str = "detection"
+    query_embedding: QueryEmbedding = "detection"
     gallery_size: int = 100
     no_eval: bool = False
     no_export: bool = False
     export_fp16: bool = False
 
     @property
-    def model_config(self) -> ModelConfig:
-        """The named network configuration with the model options applied."""
-        return dataclasses.replace(CONFIGS[self.config], **dict(self.model_options))
+    def config(self) -> str:
+        """The name of the network configuration (--config)."""
+        return self.model_config.name
 
     @property
     def phases(self) -> tuple[str, ...]:
@@ -135,13 +147,12 @@ class RunConfig:
                 raise OptionError(f"--attr: {attributes}: no such file")
         probe_epochs = args.epochs if args.probe_epochs is None else args.probe_epochs
         groups = _parse_groups(args.groups)
-        base = CONFIGS[args.config]
-        model_options = _model_options(getattr(args, "model_option", None) or [], base)
-        crop_task = dict(model_options).get("crop_queries", base.crop_queries) > 0
-        n_tasks = len(TASKS) + (attributes is not None) + crop_task
+        model_options = _model_options(args.model_option or [], CONFIGS[args.config])
+        model_config = dataclasses.replace(CONFIGS[args.config], **dict(model_options))
+        n_tasks = len(TASKS) + (attributes is not None) + (model_config.crop_queries > 0)
         grouping = _check_grouping(args.grouping, args.weighting, probe_epochs, groups, n_tasks)
         fixed_weights = _fixed_weights(args.fixed_weights, args.weighting)
-        if args.backbone_weights is None and CONFIGS[args.config].norm == "frozen_bn":
+        if args.backbone_weights is None and model_config.norm == "frozen_bn":
             raise OptionError(
                 f"--config {args.config} has frozen batch norm, which cannot learn from random "
                 "weights: give --backbone-weights (ImageNet) or choose a config with trainable "
@@ -159,7 +170,7 @@ class RunConfig:
             dataset=args.dataset,
             data_root=args.data_root,
             out=args.out,
-            config=args.config,
+            model_config=model_config,
             model_options=model_options,
             backbone_weights=args.backbone_weights,
             max_size=None if args.max_size == "auto" else _parse_pair(args.max_size, "--max-size"),
@@ -210,7 +221,9 @@ class RunConfig:
         record = {}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if isinstance(value, Path):
+            if isinstance(value, ModelConfig):
+                value = value.to_dict()
+            elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
@@ -220,10 +233,12 @@ class RunConfig:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> RunConfig:
         """The config ``to_record`` saved; options unknown to this version are refused, and
-        those it lacks (configs of older runs) take their defaults."""
+        those it lacks (configs of older runs) take their defaults. Records saved before the
+        resolved network was (``config``: a name) resolve it as their run did."""
         known = {item.name for item in dataclasses.fields(cls)}
         values = {key: value for key, value in record.items() if key in known}
-        unknown = set(record) - known - {"resume"}  # older runs saved the --resume flag too
+        # older runs saved the --resume flag, and the config's name instead of the network
+        unknown = set(record) - known - {"resume", "config"}
         if unknown:
             raise OptionError(f"saved options this version does not know: {sorted(unknown)}")
         for name in ("data_root", "out", "backbone_weights", "attributes"):
@@ -236,6 +251,15 @@ class RunConfig:
             (name, tuple(value) if isinstance(value, list) else value)
             for name, value in values.get("model_options", ())
         )
+        if "model_config" in values:
+            values["model_config"] = ModelConfig.from_dict(values["model_config"])
+        else:
+            name = record.get("config", "r50")
+            if name not in CONFIGS:
+                raise OptionError(f"saved config {name!r}: choose one of {', '.join(CONFIGS)}")
+            values["model_config"] = dataclasses.replace(
+                CONFIGS[name], **dict(values["model_options"])
+            )
         return cls(**values)
 
     def with_runtime_options(self, args: argparse.Namespace) -> RunConfig:
@@ -250,7 +274,7 @@ def scaled_lr_steps(steps: tuple[int, ...], epochs: int, to_epochs: int) -> tupl
 
 
 def _check_grouping(
-    grouping: str | None, weighting: str, probe_epochs: int, groups: int | str, n_tasks: int
+    grouping: str | None, weighting: Weighting, probe_epochs: int, groups: int | str, n_tasks: int
 ) -> str | None:
     if grouping is None and weighting == "galw":
         grouping = "slope"
@@ -273,7 +297,7 @@ def _check_grouping(
     return grouping
 
 
-def _fixed_weights(overrides: str | None, weighting: str) -> dict[str, float] | None:
+def _fixed_weights(overrides: str | None, weighting: Weighting) -> dict[str, float] | None:
     """For --weighting fixed: the reference's weights with ``name=value,...`` overrides."""
     if weighting != "fixed":
         if overrides is not None:

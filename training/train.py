@@ -30,8 +30,11 @@ from pathlib import Path
 import torch
 
 from galw.grouping import LINKAGES, SCORINGS
+from training.evaluate.collect import QUERY_EMBEDDINGS
 from training.run_config import (
-    QUERY_EMBEDDINGS,
+    AMP_MODES,
+    DATASETS,
+    OPTIMIZERS,
     REFERENCE_BATCH,
     REFERENCE_EPOCHS,
     REFERENCE_SEARCH_THRESHOLDS,
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data and model")
-    data.add_argument("--dataset", choices=("prw", "cuhk"), help="dataset layout of --data-root")
+    data.add_argument("--dataset", choices=DATASETS, help="dataset layout of --data-root")
     data.add_argument("--data-root", type=Path, help="dataset directory (PRW or CUHK-SYSU layout)")
     data.add_argument("--config", default="r50", help="model configuration: r50, r18 or tiny")
     data.add_argument(
@@ -123,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, help="base lr (default: 0.0015 x batch / 5)")
     train.add_argument(
         "--optimizer",
-        choices=("sgd", "adamw"),
+        choices=OPTIMIZERS,
         default="sgd",
         help="SGD is the reference; AdamW trains small models from scratch faster",
     )
@@ -137,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--warmup-ratio", type=float, default=0.001, help="lr factor at iteration 0")
     train.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm")
-    train.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto")
+    train.add_argument("--amp", choices=AMP_MODES, default="auto")
     train.add_argument("--seed", type=int, default=0)
 
     run = parser.add_argument_group("running")

@@ -28,6 +28,7 @@ from training.data.base import ImageRecord
 from training.data.torch_dataset import EpochBatches, ScaleRange, TrainImages, collate
 from training.export import load_checkpoint_model
 from training.export import main as export_main
+from training.model.config import CONFIGS
 from training.model.tasks import REFERENCE_FIXED_WEIGHTS, TASKS
 from training.run_config import OptionError, RunConfig, scaled_lr_steps
 from training.synth import generate
@@ -274,7 +275,7 @@ def test_crop_task_trains_with_people_cut_out_of_their_frames(small_synthetic, t
     assert model.config.crop_queries == 3  # the checkpoint's network config carries the option
     saved = json.loads((run / "config.json").read_text())
     assert saved["options"]["model_options"] == [["crop_queries", 3]]
-    assert saved["model"]["crop_queries"] == 3
+    assert saved["options"]["model_config"]["crop_queries"] == 3
 
 
 def test_model_options_are_typed_and_round_trip(tmp_path):
@@ -328,6 +329,7 @@ def test_bad_data_root_is_a_clear_error(tmp_path):
         (["--model-option", "crop_queries"], "give name=value"),
         (["--model-option", "crop_queries=many"], "'many' is not a int"),
         (["--model-option", "fcos_oim_focal=maybe"], "is not a true/false"),
+        (["--model-option", "norm=layer"], "norm must be one of frozen_bn, bn, gn, got 'layer'"),
         (["--model-option", "crop_queries=2", "--groups", "12"], "between 1 and the 11 tasks"),
     ],
 )
@@ -383,6 +385,7 @@ def test_saved_config_round_trips_and_old_run_configs_still_load(tmp_path):
     saved = json.loads((REPO / "tests" / "data" / "old_run_config.json").read_text())["options"]
     old = RunConfig.from_record(saved)
     assert old.max_size == (384, 216) and old.query_embedding == "detection"
+    assert old.model_config == CONFIGS["tiny"]  # resolved from the name it saved
     with pytest.raises(OptionError, match="does not know"):
         RunConfig.from_record({**record, "no_such_option": 1})
 

@@ -30,7 +30,12 @@ from training.data import load_dataset
 from training.data.base import DatasetError
 from training.evaluate.collect import QUERY_EMBEDDINGS
 from training.evaluate.protocol import SearchDataset, evaluate_dataset
-from training.evaluate.query_modes import QUERY_MODES, engine_query_modes, record_in_card
+from training.evaluate.query_modes import (
+    QUERY_MODES,
+    QueryMode,
+    engine_query_modes,
+    record_in_card,
+)
 from training.evaluate.results import ResultsError, load_results, save_results
 
 DEFAULT_CUHK_GALLERY = 100
@@ -158,7 +163,10 @@ class _ModelFailure(RuntimeError):
 
 
 def model_results(
-    args: argparse.Namespace, dataset: SearchDataset, det_thresh: float, modes: tuple[str, ...]
+    args: argparse.Namespace,
+    dataset: SearchDataset,
+    det_thresh: float,
+    modes: tuple[QueryMode, ...],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Run the exported model over the test split: its results per query mode (the same
     gallery, the queries asked each way) and how queries were embedded."""

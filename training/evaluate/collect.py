@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from tqdm import tqdm
@@ -21,7 +21,9 @@ from inference.outputs import FrameOutputs, choose_query_embedding
 from inference.preprocess import load_rgb
 from training.evaluate.protocol import SearchDataset
 
-QUERY_EMBEDDINGS = ("detection", "box")
+# a query's embedding: that of the detection overlapping its box most, or of the box itself
+QueryEmbedding = Literal["detection", "box"]
+QUERY_EMBEDDINGS: tuple[QueryEmbedding, ...] = get_args(QueryEmbedding)
 # image (HxWx3 uint8 RGB), query boxes [Q,4] in its pixels -> outputs per embedding kind
 RunImage = Callable[[np.ndarray, np.ndarray], Mapping[str, FrameOutputs]]
 
@@ -30,7 +32,7 @@ def collect_results(
     dataset: SearchDataset,
     run_image: RunImage,
     names: Sequence[str],
-    query_embedding: str = "detection",
+    query_embedding: QueryEmbedding = "detection",
     min_score: float = 0.5,
     show_progress: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:

@@ -19,7 +19,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from tqdm import tqdm
@@ -28,13 +28,15 @@ from inference.boxes import box_iou
 from inference.card import ModelCard
 from inference.outputs import embedding_part, unit_rows
 from inference.preprocess import load_rgb
-from training.evaluate.collect import collect_results
+from training.evaluate.collect import QueryEmbedding, collect_results
 from training.evaluate.protocol import SearchDataset, evaluate_dataset
 
 if TYPE_CHECKING:
     from inference.engine import Engine
 
-QUERY_MODES = ("frame", "crop", "stored")
+# how a query is asked, as the service can be asked: within its frame, as a crop, by a stored box
+QueryMode = Literal["frame", "crop", "stored"]
+QUERY_MODES: tuple[QueryMode, ...] = get_args(QueryMode)
 STORED_MATCH_IOU = 0.5  # the service's rule for "the detection on this person"
 # crop image (HxWx3 uint8 RGB) -> its query embedding [D]
 EmbedCrop = Callable[[np.ndarray], np.ndarray]
@@ -108,9 +110,9 @@ def engine_query_modes(
     engine: Engine,
     dataset: SearchDataset,
     det_thresh: float,
-    modes: Sequence[str],
+    modes: Sequence[QueryMode],
     part: slice = slice(None),
-    query_embedding: str = "detection",
+    query_embedding: QueryEmbedding = "detection",
     show_progress: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The engine's results over the test split, one per query mode (the same gallery, the

@@ -6,7 +6,14 @@ in minutes on a CPU (tests, CI). Use `dataclasses.replace` to derive variants (e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
+
+Block = Literal["basic", "bottleneck"]  # ResNet-18/34 blocks, ResNet-50 blocks
+Norm = Literal["frozen_bn", "bn", "gn"]
+BLOCKS: tuple[Block, ...] = get_args(Block)
+NORMS: tuple[Norm, ...] = get_args(Norm)
 
 
 @dataclass(frozen=True)
@@ -14,10 +21,10 @@ class ModelConfig:
     """Everything that shapes the network; thresholds used at inference are part of it."""
 
     name: str
-    block: str  # "basic" (ResNet-18/34 blocks) or "bottleneck" (ResNet-50)
+    block: Block
     layers: tuple[int, int, int, int]  # blocks per stage, torchvision layer1..layer4
     base_width: int = 64  # channels of layer1 before expansion (64 = torchvision)
-    norm: str = "frozen_bn"  # "frozen_bn", "bn" or "gn"
+    norm: Norm = "frozen_bn"
     neck_channels: int = 256  # P3 channels = AlignPS embedding dimension
     head_convs: int = 4  # convs per FCOS tower
     roi_emb_dim: int = 256  # ROI embedding dimension (two projections of half this size)
@@ -48,13 +55,21 @@ class ModelConfig:
     # anchor sizes for the RPN on C4
     anchor_sizes: tuple[int, ...] = field(default=(32, 64, 128, 256, 512))
 
-    def to_dict(self) -> dict:
+    def __post_init__(self) -> None:
+        # the choices are Literals, which a dict from JSON or the command line is not checked for
+        for name, value, choices in (("block", self.block, BLOCKS), ("norm", self.norm, NORMS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """A config from ``to_dict``'s JSON object; a key that is no field raises TypeError."""
         tuples = {"layers", "anchor_sizes"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+        return cls(**values)
 
 
 CONFIGS: dict[str, ModelConfig] = {
@@ -78,11 +93,11 @@ CONFIGS: dict[str, ModelConfig] = {
 }
 
 
-def resolve_config(config: str | ModelConfig | dict) -> ModelConfig:
+def resolve_config(config: str | ModelConfig | Mapping[str, Any]) -> ModelConfig:
     """A config from its name, a dict (as stored in checkpoints) or itself."""
     if isinstance(config, ModelConfig):
         return config
-    if isinstance(config, dict):
+    if isinstance(config, Mapping):
         return ModelConfig.from_dict(config)
     if config not in CONFIGS:
         raise ValueError(f"unknown model config {config!r}; choose one of {sorted(CONFIGS)}")
