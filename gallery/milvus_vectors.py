@@ -35,6 +35,25 @@ from gallery.vectors import Candidates, MilvusConfig, VectorRows
 
 log = logging.getLogger(__name__)
 
+
+class _QuietUnimplementedAllocTimestamp(logging.Filter):
+    """Drops one log record of Milvus Lite's in-process gRPC server: pymilvus asks it for a
+    timestamp (AllocTimestamp) while waiting for an index to build, Milvus Lite does not
+    implement that call, and grpc logs the NotImplementedError as an ERROR with a traceback.
+    pymilvus expects the refusal (`ignore_unimplemented`) and carries on, so it is no error;
+    every other record of that logger is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is None or not isinstance(record.exc_info[1], NotImplementedError):
+            return True
+        trace = record.exc_info[2]
+        while trace is not None and trace.tb_next is not None:
+            trace = trace.tb_next
+        return trace is None or trace.tb_frame.f_code.co_name != "AllocTimestamp"
+
+
+_QUIET_ALLOC_TIMESTAMP = _QuietUnimplementedAllocTimestamp()
+
 VECTOR = "vector"
 FIELDS = ("id", VECTOR, "camera", "timestamp", "score")
 MAX_TOP_K = 16_384  # Milvus's limit on one search's top-k
@@ -92,6 +111,8 @@ class MilvusVectors:
         self._config = config
         self._model_id, self._dim = model_id, dim
         self.collection = collection_name(config.collection_prefix, model_id)
+        if config.embedded:
+            logging.getLogger("grpc._server").addFilter(_QUIET_ALLOC_TIMESTAMP)  # added once
         self._client = MilvusClient(uri=config.uri, token=config.token)
         self._unflushed = 0
         try:

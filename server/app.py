@@ -6,11 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from server.deps import declare_api_key
+from gallery.records import FRAME_ID_PATTERN
+from server.deps import declare_api_key, single_valued
 from server.limits import ApiKeyMiddleware, BodyLimitMiddleware
 from server.metrics import Metrics, MetricsMiddleware
 from server.problems import install_problem_handlers, problem_responses
@@ -59,9 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     metrics.watch_gallery(*_gallery_size(state))
     install_problem_handlers(app)
-    keyed, unauthorized = [Depends(declare_api_key)], problem_responses(401)
+    _document_request_rules(app)
+    # The X-API-Key scheme and its 401 are declared only where the service asks for a key.
+    keyed: list[Any] = []
+    unauthorized: dict[int | str, dict[str, Any]] = {}
+    if settings.api_key is not None:
+        keyed, unauthorized = [Depends(declare_api_key)], problem_responses(401)
     app.include_router(system.health)
-    app.include_router(system.protected)
+    app.include_router(system.protected, dependencies=keyed, responses=unauthorized)
     # The multipart parser stops at PS_MAX_FILES + 1 files, rather than spool up to its own
     # default of 1000 before the route could count them.
     app.include_router(
@@ -71,7 +78,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         form_limits={"max_files": settings.max_files},
     )
     app.include_router(browse.router, dependencies=keyed, responses=unauthorized)
-    app.include_router(search.router, dependencies=keyed, responses=unauthorized)
+    app.include_router(
+        search.router,
+        dependencies=[*keyed, Depends(single_valued(*search.SINGLE_FIELDS))],
+        responses=unauthorized,
+    )
     web.install(app)
     # Added innermost first. Metrics see every answer; the key is checked, then the body
     # limit applied, before anything reads the body.
@@ -97,6 +108,54 @@ def _open_paths(app: FastAPI) -> set[str]:
     sends the key with every API call)."""
     docs = (app.openapi_url, DOCS_URL, REDOC_URL, app.swagger_ui_oauth2_redirect_url)
     return {"/healthz", "/readyz", web.PAGE_PATH, *(path for path in docs if path)}
+
+
+def _document_request_rules(app: FastAPI) -> None:
+    """Add to the OpenAPI document what the routes enforce but FastAPI does not derive from
+    their signatures: a frame id matches FRAME_ID_PATTERN wherever a request names one
+    (server.forms.check_frame_id); in a form, a required list needs a value (FastAPI reports
+    an empty one as missing, e.g. POST /gallery without files) and no field is null."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = build()
+        schemas = document.get("components", {}).get("schemas", {})
+        for operations in document["paths"].values():
+            for operation in operations.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter["name"] == "frame_id":
+                        parameter["schema"]["pattern"] = FRAME_ID_PATTERN.pattern
+                for media, content in operation.get("requestBody", {}).get("content", {}).items():
+                    if media in FORM_MEDIA_TYPES:
+                        ref = content["schema"].get("$ref", "")
+                        _form_rules(schemas.get(ref.rsplit("/", 1)[-1], {}))
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _form_rules(body: dict[str, Any]) -> None:
+    properties = body.get("properties", {})
+    for field in properties.values():
+        # A form has no null: an optional field is one left out, not one sent as "null".
+        choices = field.get("anyOf", [])
+        if {"type": "null"} in choices:
+            choices.remove({"type": "null"})
+            if len(choices) == 1:
+                field.update(field.pop("anyOf")[0])
+    for name in body.get("required", []):
+        if properties[name].get("type") == "array":
+            properties[name]["minItems"] = 1
+    if "frame_id" in properties:
+        field = properties["frame_id"]
+        for choice in field.get("anyOf", [field]):
+            if choice.get("type") == "array":
+                choice["items"]["pattern"] = FRAME_ID_PATTERN.pattern
+            elif choice.get("type") == "string":
+                choice["pattern"] = FRAME_ID_PATTERN.pattern
 
 
 def _gallery_size(state: ServiceState):

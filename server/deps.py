@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -42,6 +43,22 @@ def declare_api_key(key: Annotated[str | None, Security(api_key_header)]) -> Non
     """Shows the X-API-Key scheme on a route in the OpenAPI document. The key is checked by
     server.limits.ApiKeyMiddleware, before the request body is read, not here: FastAPI reads
     a route's form before it runs its dependencies."""
+
+
+def single_valued(*names: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency refusing a form that gives one of `names` more than once. It runs before
+    FastAPI checks the fields, so `top_k` sent as 5 and 0 is answered as repeated rather than
+    as the 0 that FastAPI would keep."""
+
+    async def refuse_repeated(request: Request) -> None:
+        form = await request.form()  # FastAPI has parsed it (with the route's limits): cached
+        repeated = [name for name in names if len(form.getlist(name)) > 1]
+        if repeated:
+            raise Problem(
+                422, "repeated-field", f"{', '.join(repeated)}: give each of these at most once"
+            )
+
+    return refuse_repeated
 
 
 ReadyDep = Annotated[Ready, Depends(get_ready)]

@@ -68,8 +68,14 @@ def parse_box(text: str, width: int, height: int) -> AskedBox:
     return AskedBox(clipped, clipped != values)
 
 
+# What a JavaScript Date holds (+/-8.64e15 ms, years -271821 to 275760): the page shows every
+# stored time, and clients in other languages hold at least as much.
+MAX_TIMESTAMP = 8.64e12
+
+
 def parse_timestamp(text: str, field: str = "timestamp") -> float:
-    """Seconds since the Unix epoch, given as a number or an ISO 8601 date-time (UTC if naive)."""
+    """Seconds since the Unix epoch, given as a number or an ISO 8601 date-time (UTC if naive),
+    within +/-MAX_TIMESTAMP."""
     try:
         value = float(text)
     except ValueError:
@@ -86,13 +92,22 @@ def parse_timestamp(text: str, field: str = "timestamp") -> float:
         value = moment.timestamp()
     if not math.isfinite(value):
         raise Problem(422, "invalid-number", f"{field} must be finite, got {text!r}")
+    if abs(value) > MAX_TIMESTAMP:
+        raise Problem(
+            422,
+            "timestamp-out-of-range",
+            f"{field} must be within +/-{MAX_TIMESTAMP:.4g} seconds of 1970-01-01 (what a "
+            f"JavaScript Date holds: years -271821 to 275760), got {text!r}",
+        )
     return value
 
 
 def parse_time_range(
     start: str | None, end: str | None
 ) -> tuple[float | None, float | None] | None:
-    """A (start, end) filter from two optional timestamps; None when neither is given."""
+    """A (start, end) filter from two optional timestamps; None when neither is given. An empty
+    value is no bound, as an HTML form sends a field left empty."""
+    start, end = start or None, end or None
     if start is None and end is None:
         return None
     low = None if start is None else parse_timestamp(start, "start")

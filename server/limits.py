@@ -41,14 +41,17 @@ class ApiKeyMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get(API_KEY_HEADER)
-        if given is None or not secrets.compare_digest(given.encode(), self.key):
-            response = problem_response(
-                401, f"missing or wrong {API_KEY_HEADER} header", "unauthorized"
-            )
-            await response(scope, receive, send)
+        given = Headers(scope=scope).getlist(API_KEY_HEADER)
+        # Two keys are refused rather than one of them taken: which one counted would depend
+        # on the order a proxy or client library writes them in.
+        if len(given) > 1:
+            detail = f"{API_KEY_HEADER} given {len(given)} times; send it once"
+        elif not given or not secrets.compare_digest(given[0].encode(), self.key):
+            detail = f"missing or wrong {API_KEY_HEADER} header"
+        else:
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await problem_response(401, detail, "unauthorized")(scope, receive, send)
 
 
 class BodyLimitMiddleware:

@@ -72,16 +72,23 @@ async def _on_problem(request: Request, exc: Problem) -> JSONResponse:
 
 
 # Starlette's multipart parser refuses a form over its counts with a bare 400 and these
-# messages; the counts are the service's limits (PS_MAX_FILES), so they answer as such.
-PARSER_LIMITS = {"Too many files.": "too-many-files", "Too many fields.": "too-many-fields"}
+# messages (which state the maximum); the counts are the service's limits, so they answer as
+# such, with what the client can do about it.
+PARSER_LIMITS = {
+    "Too many files.": (
+        "too-many-files",
+        "Send the other files in further requests (the service's PS_MAX_FILES setting).",
+    ),
+    "Too many fields.": ("too-many-fields", "Send fewer form fields in one request."),
+}
 
 
 async def _on_http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 400:
-        for message, kind in PARSER_LIMITS.items():
+        for message, (kind, advice) in PARSER_LIMITS.items():
             if detail.startswith(message):
-                return problem_response(413, f"{detail} (PS_MAX_FILES for files)", kind)
+                return problem_response(413, f"{detail} {advice}", kind)
     return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
 

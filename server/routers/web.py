@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -32,6 +32,13 @@ async def index() -> FileResponse:
             "Cache-Control": "no-cache",
         },
     )
+
+
+@router.get(f"{ASSETS_PATH}/index.html")
+async def index_file(request: Request) -> RedirectResponse:
+    """The page has one address, `/`: there it has its Content-Security-Policy, and its
+    relative links (`web/app.js`) resolve."""
+    return RedirectResponse(request.scope.get("root_path", "") + PAGE_PATH, status_code=308)
 
 
 def install(app: FastAPI) -> None:

@@ -111,7 +111,10 @@ function pad(number) {
 
 function formatTime(seconds) {
   if (seconds === null || seconds === undefined) return "no time";
+  // The service refuses times a Date cannot hold, but a gallery stored before it did may
+  // still have some (or a client may hand us anything): never print "NaN-NaN-NaN".
   const t = new Date(seconds * 1000);
+  if (typeof seconds !== "number" || Number.isNaN(t.getTime())) return "invalid time";
   return `${t.getFullYear()}-${pad(t.getMonth() + 1)}-${pad(t.getDate())} ${pad(t.getHours())}:${pad(t.getMinutes())}:${pad(t.getSeconds())}`;
 }
 
