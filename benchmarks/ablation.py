@@ -39,6 +39,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,7 +247,7 @@ def summarise(out: Path, jobs: Sequence[Job]) -> dict:
     deviation and range (min, max)."""
     rows = {}
     for variant in dict.fromkeys(job.variant for job in jobs):
-        runs = {}
+        runs: dict[str, dict[str, Any]] = {}  # figures, and the metrics path and losses
         for job in (j for j in jobs if j.variant == variant):
             figures = read_metrics(job.run)
             if figures is not None:
@@ -350,7 +351,7 @@ def plot_sigmas(jobs: Sequence[Job], path: Path) -> bool:
 
     from galw.plots import save_figure
 
-    panels = {}
+    panels: dict[str, list[tuple[int, dict[str, tuple[list[int], list[float]]]]]] = {}
     for job in jobs:
         series = sigma_series(job.run)
         if series:

@@ -124,9 +124,9 @@ class _Once(CalibrationDataReader):
 def export(layer: Layer, x: Tensor, path: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(layer, (x,), dynamo=True, opset_version=19, input_names=["x"]).save(
-            str(path)
-        )
+        program = torch.onnx.export(layer, (x,), dynamo=True, opset_version=19, input_names=["x"])
+        assert program is not None  # the dynamo exporter always returns its program
+        program.save(str(path))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -192,7 +192,7 @@ def ours_bound(path: Path, args: argparse.Namespace) -> Contestant:
         runs = (
             [np.stack([i.image for i in images])] if card.batch else [i.image[None] for i in images]
         )
-        counts = set()
+        counts: set[int] = set()
         for batch in runs:
             binding = session.io_binding()
             binding.bind_ortvalue_input("image", ort.OrtValue.ortvalue_from_numpy(batch, device, 0))
@@ -219,7 +219,7 @@ def ours_eager(model: PersonSearchModel, args: argparse.Namespace) -> Contestant
     max_size = (max(args.size), min(args.size))
 
     def run(frames: list[np.ndarray]) -> float | None:
-        counts = set()
+        counts: set[int] = set()
         for frame in frames:
             image = torch.from_numpy(resize_and_pad(frame, max_size).image[None]).to(device)
             with torch.inference_mode():

@@ -121,7 +121,8 @@ def query_crops(dataset: Path, count: int) -> list[bytes]:
     for record in PRW(dataset, "test").images:
         with Image.open(record.path) as image:
             for box in record.boxes:
-                crops.append(jpeg_bytes(image.convert("RGB").crop(tuple(int(v) for v in box))))
+                x1, y1, x2, y2 = (int(v) for v in box)
+                crops.append(jpeg_bytes(image.convert("RGB").crop((x1, y1, x2, y2))))
     return [crops[i % len(crops)] for i in range(count)]
 
 
@@ -132,6 +133,8 @@ def measure_search(
     data_dir = workdir / f"gallery-{size}"
     began = time.perf_counter()
     dim = loaded.card.embedding_dim
+    if dim is None:
+        raise ValueError(f"{args.model}: its model card names no embedding_dim")
     with GalleryStore(data_dir, loaded.model_id, dim, faiss_threads=1) as store:
         fill_args = argparse.Namespace(per_frame=args.per_frame, batch=20_000, seed=0)
         fill(store, size, fill_args, None)

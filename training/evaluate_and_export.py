@@ -18,6 +18,7 @@ from inference.preprocess import resize_and_pad
 from training.data import load_dataset
 from training.evaluate import evaluate_dataset
 from training.evaluate.collect import QueryEmbedding, collect_results, protocols
+from training.model.network import PersonSearchModel
 from training.run_config import RunConfig
 from training.train_loop import log
 
@@ -59,7 +60,7 @@ def search_results(
     min_score: float = 0.5,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Results per embedding kind, and how the queries were embedded (see collect_results)."""
-    runner = torch_image_runner(model, device, tuple(max_size))
+    runner = torch_image_runner(model, device, (max_size[0], max_size[1]))
     return collect_results(
         dataset, runner, EMBEDDINGS, query_embedding, min_score, show_progress=show_progress
     )
@@ -145,7 +146,7 @@ def card_fields(
 
 
 def export_model(
-    model: nn.Module, onnx_path, fields: Mapping[str, Any], fp16: bool = False
+    model: PersonSearchModel, onnx_path, fields: Mapping[str, Any], fp16: bool = False
 ) -> ModelCard:
     """model.onnx and model.json (with the training data, options and metrics in the card)."""
     from training.export import export_onnx

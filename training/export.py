@@ -120,6 +120,7 @@ def export_onnx(
             dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
+    assert program is not None  # the dynamo exporter always returns its program
     program.save(str(out_path))
     card = model_card(model, embedding, fp16, card_fields or {}).with_onnx(out_path)
     card.write(out_path)

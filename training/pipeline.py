@@ -43,6 +43,7 @@ from training.evaluate.query_modes import QUERY_MODES, engine_query_modes, recor
 from training.evaluate_and_export import card_fields, evaluate_model, export_model
 from training.model import build_model
 from training.model.diagnostics import COLLAPSE_COSINE, collapsed_branches, embedding_spread
+from training.model.network import PersonSearchModel
 from training.model.tasks import (
     ATTR_KIND,
     ATTR_TASK,
@@ -198,7 +199,7 @@ class TrainingRun:
         except ValueError as error:
             raise RunError(f"{config.data_root}: {error}") from error
 
-    def _model(self) -> torch.nn.Module:
+    def _model(self) -> PersonSearchModel:
         seed_everything(self.config.seed)  # both phases start from the same initial weights
         model = build_model(
             self.config.model_config,
@@ -209,7 +210,9 @@ class TrainingRun:
         )
         split_rng_by_rank(self.processes.rank)  # own sampler draws per process, after the init
         if self.sync_batch_norm:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            # converts the BatchNorm layers below the root in place and returns the root
+            converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            assert converted is model
         model.collectives = self.processes.batch_collectives()
         return model.to(self.device)
 
@@ -319,9 +322,9 @@ class TrainingRun:
                 chosen = (self._group_tasks().to_dict(), None)
             except RunError as error:
                 chosen = (None, str(error))
-        grouping, error = self.processes.broadcast_object(chosen)
-        if error is not None:
-            raise RunError(error)
+        grouping, failure = self.processes.broadcast_object(chosen)
+        if failure is not None:
+            raise RunError(failure)
         return Grouping(**grouping)
 
     def _group_tasks(self) -> Grouping:
@@ -350,7 +353,9 @@ class TrainingRun:
         log(f"groups ({grouping.strategy}): {grouping.groups}")
         return grouping
 
-    def run_main(self, grouping: Grouping | None, state: dict | None, stop: StopRequest):
+    def run_main(
+        self, grouping: Grouping | None, state: dict | None, stop: StopRequest
+    ) -> PersonSearchModel:
         """Second training with the chosen weighting over the groups; returns the model."""
         model = self._model()
         groups = grouping.groups if grouping is not None else None
@@ -421,7 +426,7 @@ class TrainingRun:
             )
         return {"event": "embedding_spread", **spread, "collapsed": collapsed}
 
-    def finish(self, model: torch.nn.Module, grouping: Grouping | None) -> int:
+    def finish(self, model: PersonSearchModel, grouping: Grouping | None) -> int:
         """Plots, final checkpoint, evaluation and export of a finished main run."""
         if self.sync_batch_norm:
             model = self._without_sync_batch_norm(model)
@@ -499,7 +504,7 @@ class TrainingRun:
         )
         return record
 
-    def _without_sync_batch_norm(self, model: torch.nn.Module) -> torch.nn.Module:
+    def _without_sync_batch_norm(self, model: PersonSearchModel) -> PersonSearchModel:
         """The trained weights in the plain network (BatchNorm, not SyncBatchNorm), which
         evaluation and the exporter know; the state dicts of the two are the same."""
         plain = build_model(

@@ -32,6 +32,7 @@ from galw.weighting import LossWeighting
 from training.checkpoint import rng_state, save_checkpoint, set_rng_state, split_rng_by_rank
 from training.data.torch_dataset import EpochBatches, TrainImages, epoch_loader
 from training.distributed import SINGLE_PROCESS, TrainingProcesses
+from training.model.network import PersonSearchModel
 
 
 def log(message: str) -> None:
@@ -81,7 +82,7 @@ def build_optimizer(
     model: nn.Module, weighting: LossWeighting, schedule: Schedule
 ) -> torch.optim.Optimizer:
     """SGD (the reference) or AdamW over the model and the weighting's sigmas."""
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": [p for p in model.parameters() if p.requires_grad]},
         # sigmas: no weight decay, which would pull them off their learned values
         {"params": list(weighting.parameters()), "weight_decay": 0.0},
@@ -152,13 +153,13 @@ class StopRequest:
             if self.budget <= 0 and self.reason is None:
                 self.reason = BUDGET_SPENT
 
-    def agree(self, processes: TrainingProcesses, device: torch.device) -> bool:
-        """Whether any process asked for a stop; if so, every process takes the reason of
-        highest precedence (a Ctrl-C on any rank stops them all as interrupted)."""
+    def agree(self, processes: TrainingProcesses, device: torch.device) -> str | None:
+        """The reason to stop if any process asked for a stop (else None): every process takes
+        the reason of highest precedence (a Ctrl-C on any rank stops them all as interrupted)."""
         code = processes.max_int(STOP_REASONS.index(self.reason), device)
         if code > 0:
             self.reason = STOP_REASONS[code]
-        return code > 0
+        return self.reason if code > 0 else None
 
     @contextmanager
     def handling_sigint(self) -> Iterator[None]:
@@ -186,13 +187,23 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
+@dataclass(frozen=True)
+class LastStep:
+    """The latest iteration's figures, for the next log record (means over the processes)."""
+
+    total: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    grad_norm: torch.Tensor
+    lr: float
+
+
 class Phase:
     """Trains ``model`` with ``weighting`` for ``schedule.epochs`` epochs over ``images``."""
 
     def __init__(
         self,
         name: str,
-        model: nn.Module,
+        model: PersonSearchModel,
         weighting: LossWeighting,
         images: TrainImages,
         batch_size: int,
@@ -366,12 +377,7 @@ class Phase:
         )
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self._last = {
-            "total": total_mean,
-            "losses": mean_losses,
-            "grad_norm": grad_norm,
-            "lr": lr,
-        }
+        self._last = LastStep(total_mean, mean_losses, grad_norm, lr)
         started, images_done = self._interval
         self._interval = (started, images_done + int(summed[-1].item()))
 
@@ -386,10 +392,10 @@ class Phase:
             "epoch": self.progress.epoch,
             "step": self.progress.iteration,
             "time": time.time(),
-            "lr": last["lr"],
-            "loss": float(last["total"]),
-            "losses": _loss_values(last["losses"]),
-            "grad_norm": float(last["grad_norm"]),
+            "lr": last.lr,
+            "loss": float(last.total),
+            "losses": _loss_values(last.losses),
+            "grad_norm": float(last.grad_norm),
             "weights": self.weighting.weights(),
             "sigmas": self.weighting.sigmas(),
             # global batch images per second since the previous record (or this process's start)
@@ -407,10 +413,11 @@ class Phase:
         save_checkpoint(state, env.checkpoint_path)
 
     def _stop_if_asked(self, env: PhaseEnvironment) -> None:
-        if not env.stop.agree(self.processes, self.device):
+        reason = env.stop.agree(self.processes, self.device)
+        if reason is None:
             return
         self._save(env)
-        raise TrainingStopped(env.stop.reason, env.checkpoint_path)
+        raise TrainingStopped(reason, env.checkpoint_path)
 
 
 def _loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -11,7 +11,7 @@ from training.data.base import UNLABELLED, DatasetError, GalleryEntry, ImageReco
 from training.data.cuhk import CUHKSYSU
 from training.data.prw import PRW
 
-DATASETS = {"prw": PRW, "cuhk": CUHKSYSU}
+DATASETS: dict[str, type[PRW] | type[CUHKSYSU]] = {"prw": PRW, "cuhk": CUHKSYSU}
 
 
 def load_dataset(name: str, root: Path | str, split: str) -> PRW | CUHKSYSU:

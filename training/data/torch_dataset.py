@@ -80,7 +80,7 @@ class TrainImages(Dataset):
         height, width = image.shape[:2]
         scale = fit_scale(width, height, self.scales.sample(rng))
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
         boxes = record.boxes.astype(np.float32) * np.float32(scale)
         boxes = clip_boxes(boxes, new_w, new_h)
         if rng.random() < self.flip_prob:

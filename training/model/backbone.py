@@ -40,6 +40,12 @@ def norm_factory(kind: str) -> Callable[[int], nn.Module]:
 class ResNetTrunk(nn.Module):
     """ResNet stem and four stages; forward returns C3 (stride 8), C4 (16), C5 (32)."""
 
+    # the stages, set by name in __init__ (torchvision's parameter names)
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         norm = norm_factory(config.norm)

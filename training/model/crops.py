@@ -61,7 +61,8 @@ def cut_crop_queries(
         extent = torch.tensor([x2 - x1, y2 - y1] * 2, dtype=torch.float32)
         person = torch.minimum(person.clamp(min=0), extent)
         pid = targets[image]["pids"][row].reshape(())
-        by_shape.setdefault(tuple(canvas.shape[-2:]), []).append((canvas, person, pid))
+        height_width = (canvas.shape[-2], canvas.shape[-1])
+        by_shape.setdefault(height_width, []).append((canvas, person, pid))
     return [
         CropGroup(
             images=torch.stack([canvas for canvas, _, _ in cuts]),

@@ -32,10 +32,9 @@ class FCOSHead(nn.Module):
         self.bbox_pred = nn.Conv2d(channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(channels, 1, 3, padding=1)
         self.scale = nn.Parameter(torch.tensor(1.0))
-        for conv in (self.cls_logits, self.bbox_pred, self.centerness):
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
-        nn.init.constant_(self.cls_logits.bias, -math.log((1 - 0.01) / 0.01))  # prior 0.01
+        prior = -math.log((1 - 0.01) / 0.01)  # the cls logits start at probability 0.01
+        for conv, bias in ((self.cls_logits, prior), (self.bbox_pred, 0.0), (self.centerness, 0.0)):
+            _init_small(conv, bias)
 
     def forward(self, p3: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """cls logits [B,1,H,W], ltrb distances in pixels [B,4,H,W], ctr logits [B,1,H,W]."""
@@ -45,12 +44,18 @@ class FCOSHead(nn.Module):
         return self.cls_logits(cls_features), ltrb, self.centerness(reg_features)
 
 
+def _init_small(conv: nn.Conv2d, bias: float = 0.0) -> None:
+    """Weights ~ N(0, 0.01) and a constant bias."""
+    nn.init.normal_(conv.weight, std=0.01)
+    if conv.bias is not None:  # always, with Conv2d's default bias=True
+        nn.init.constant_(conv.bias, bias)
+
+
 def _tower(channels: int, num_convs: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for _ in range(num_convs):
         conv = nn.Conv2d(channels, channels, 3, padding=1)
-        nn.init.normal_(conv.weight, std=0.01)
-        nn.init.zeros_(conv.bias)
+        _init_small(conv)
         layers += [conv, nn.GroupNorm(group_count(channels), channels), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 

@@ -18,7 +18,8 @@ class DeformConv3x3(nn.Module):
         super().__init__()
         self.offset = nn.Conv2d(in_channels, 2 * 3 * 3, 3, padding=1)
         nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
+        if self.offset.bias is not None:  # always, with Conv2d's default bias=True
+            nn.init.zeros_(self.offset.bias)
         self.conv = DeformConv2d(in_channels, out_channels, 3, padding=1)
         nn.init.kaiming_uniform_(self.conv.weight, a=1)
         nn.init.zeros_(self.conv.bias)

@@ -31,6 +31,10 @@ _MAX_BOXES = 1 << 20  # box keys unique in a batch: image index * this + box ind
 
 
 class PersonSearchModel(nn.Module):
+    # buffers (register_buffer), declared for the type checker
+    pixel_mean: Tensor
+    pixel_std: Tensor
+
     def __init__(self, config: ModelConfig, num_ids: int, queue_size: int, attr_dim: int = 0):
         super().__init__()
         self.config, self.num_ids, self.queue_size, self.attr_dim = (
@@ -110,7 +114,7 @@ class PersonSearchModel(nn.Module):
         means, box_pids = box_means(embeddings.detach(), box_keys, pids)
         self.fcos_oim.update(shards.gather_detached(means), shards.gather_detached(box_pids))
         if self.attr_head is not None:
-            losses[ATTR_TASK] = self._attr_loss(p3, targets, assigned, embeddings)
+            losses[ATTR_TASK] = self._attr_loss(self.attr_head, targets, assigned, embeddings)
         losses.update(self._roi_losses(images, c4, targets))
         if self.config.crop_queries > 0:
             crops = cut_crop_queries(
@@ -152,10 +156,11 @@ class PersonSearchModel(nn.Module):
         alignps_loss = self.fcos_oim(F.normalize(torch.cat(alignps).float(), dim=1), crop_pids)
         return alignps_loss + self.roi_oim(roi, crop_pids)
 
-    def _attr_loss(self, p3, targets, assigned, embeddings) -> Tensor:
-        """BCE of attribute logits at positive locations; negative labels mean unknown."""
+    def _attr_loss(self, head: nn.Linear, targets, assigned, embeddings) -> Tensor:
+        """BCE of ``head``'s attribute logits at positive locations; negative labels mean
+        unknown."""
         labels = torch.cat([t["attrs"][a] for t, a in zip(targets, assigned, strict=True)])
-        logits = self.attr_head(embeddings)
+        logits = head(embeddings)
         known = labels >= 0
         count = self.collectives.mean_count(known.sum().float()).clamp(min=1.0)
         loss = F.binary_cross_entropy_with_logits(logits[known], labels[known], reduction="sum")

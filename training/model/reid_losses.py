@@ -24,6 +24,11 @@ class OIMLoss(nn.Module):
     feature per box, see ``box_means``), after the loss is computed.
     """
 
+    # buffers (register_buffer), declared for the type checker
+    lut: Tensor
+    queue: Tensor
+    queue_head: Tensor
+
     def __init__(
         self,
         num_ids: int,

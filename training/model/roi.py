@@ -42,16 +42,15 @@ class NormAwareEmbedding(nn.Module):
 
     def __init__(self, in_channels: tuple[int, int], dim: int) -> None:
         super().__init__()
-        self.projectors = nn.ModuleList(
-            nn.Sequential(nn.Linear(c, dim // 2), nn.BatchNorm1d(dim // 2)) for c in in_channels
-        )
-        for projector in self.projectors:
-            nn.init.normal_(projector[0].weight, std=0.01)
-            nn.init.zeros_(projector[0].bias)
+        pairs = [(nn.Linear(c, dim // 2), nn.BatchNorm1d(dim // 2)) for c in in_channels]
+        for linear, norm in pairs:
+            nn.init.normal_(linear.weight, std=0.01)
+            nn.init.zeros_(linear.bias)
             # a small BN gain, as in the reference: embeddings start with small norms, so the
             # norm-aware logit starts near the rescaler's bias rather than saturated
-            nn.init.normal_(projector[1].weight, std=0.01)
-            nn.init.zeros_(projector[1].bias)
+            nn.init.normal_(norm.weight, std=0.01)
+            nn.init.zeros_(norm.bias)
+        self.projectors = nn.ModuleList(nn.Sequential(linear, norm) for linear, norm in pairs)
         self.rescaler = nn.BatchNorm1d(1)
 
     def forward(self, pooled: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -70,9 +69,10 @@ class ROIHead(nn.Module):
         self.embedding = NormAwareEmbedding(channels, dim)
         # Linear + BatchNorm1d(4), as the reference's box head: the BN keeps the deltas'
         # scale right from the start of training
-        self.bbox_pred = nn.Sequential(nn.Linear(channels[1], 4), nn.BatchNorm1d(4))
-        nn.init.normal_(self.bbox_pred[0].weight, std=0.001)
-        nn.init.zeros_(self.bbox_pred[0].bias)
+        box_linear = nn.Linear(channels[1], 4)
+        nn.init.normal_(box_linear.weight, std=0.001)
+        nn.init.zeros_(box_linear.bias)
+        self.bbox_pred = nn.Sequential(box_linear, nn.BatchNorm1d(4))
 
     def forward(self, c4: Tensor, rois: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """rois: [K, 5] (batch index, x1, y1, x2, y2). Returns embeddings, logits, box deltas."""

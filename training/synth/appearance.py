@@ -97,7 +97,7 @@ class Appearance:
         """Second colour of a patterned top: black on light colours, white on dark ones."""
         return (20, 20, 20) if sum(COLOURS[self.upper_color]) > 360 else (240, 240, 240)
 
-    def attributes(self) -> dict[str, object]:
+    def attributes(self) -> dict[str, str | bool | float]:
         """The appearance parameters as a JSON-ready dict of attribute labels."""
         return asdict(self)
 

@@ -45,7 +45,8 @@ def draw_person(draw: ImageDraw.ImageDraw, person: Person) -> None:
     body = _Body(person)
 
     def lit(rgb: RGB) -> RGB:
-        return tuple(min(255, int(c * person.shade)) for c in rgb)
+        red, green, blue = (min(255, int(c * person.shade)) for c in rgb)
+        return red, green, blue
 
     skin, upper = lit(SKIN_TONES[look.skin_tone]), lit(COLOURS[look.upper_color])
     hair = lit(HAIR_COLOURS[look.hair_color])

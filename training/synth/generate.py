@@ -12,7 +12,7 @@ from training.synth.render import render_frame
 from training.synth.scenes import DatasetPlan, plan_dataset
 from training.synth.sizes import FrameSize, SizeMix, format_size
 
-WRITERS = {"prw": PRWWriter, "cuhk": CUHKWriter}
+WRITERS: dict[str, type[PRWWriter] | type[CUHKWriter]] = {"prw": PRWWriter, "cuhk": CUHKWriter}
 
 
 def generate(

@@ -7,7 +7,7 @@ arrays, so `scipy.io.loadmat` hands back the same shapes as for the real dataset
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ def save_mat(path: Path, variables: dict[str, np.ndarray]) -> None:
     path.write_bytes(HEADER.ljust(HEADER_BYTES, b" ") + data[HEADER_BYTES:])
 
 
-def struct_row(records: Sequence[dict[str, object]], fields: Sequence[str]) -> np.ndarray:
+def struct_row(records: Sequence[Mapping[str, object]], fields: Sequence[str]) -> np.ndarray:
     """A 1xN struct array with the given fields, one record per element."""
     array = np.empty((1, len(records)), dtype=[(field, object) for field in fields])
     for index, record in enumerate(records):

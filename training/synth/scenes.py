@@ -115,13 +115,15 @@ def plan_dataset(
     test_pids, train_pids = sorted(pids[:n_test_ids]), sorted(pids[n_test_ids:])
     camera_of, split_of = _assign_frames(frames, groups, [s for _, s in sizes], test_fraction)
     labelled, n_unlabelled = _assign_identities(rng, camera_of, split_of, train_pids, test_pids)
-    static_props = {cam.index: _sample_props(rng, cam, rng.integers(1, 5)) for cam in cams}
+    static_props = {cam.index: _sample_props(rng, cam, int(rng.integers(1, 5))) for cam in cams}
     identity_of = dict(zip(pids, appearances, strict=True))
     planned = []
     for index in range(frames):
         camera = cams[camera_of[index]]
-        props = static_props[camera.index] + _sample_props(rng, camera, rng.integers(0, 3))
-        walkers = [(pid, identity_of[pid]) for pid in labelled[index]]
+        props = static_props[camera.index] + _sample_props(rng, camera, int(rng.integers(0, 3)))
+        walkers: list[tuple[int | None, Appearance]] = [
+            (pid, identity_of[pid]) for pid in labelled[index]
+        ]
         walkers += [
             (None, sample_appearance(rng, spare_signatures[rng.integers(len(spare_signatures))]))
             for _ in range(n_unlabelled[index])
@@ -154,13 +156,15 @@ def _validate(frames: int, identities: int, cameras: int, test_fraction: float) 
 
 
 def _sample_camera(rng: np.random.Generator, index: int, size: FrameSize) -> Camera:
+    horizon, near, far = rng.uniform(0.1, 0.3), rng.uniform(0.45, 0.95), rng.uniform(0.04, 0.08)
+    red, green, blue = rng.uniform(0.85, 1.15, size=3)
     return Camera(
         index=index,
         size=size,
-        horizon=float(rng.uniform(0.1, 0.3)),
-        near=float(rng.uniform(0.45, 0.95)),
-        far=float(rng.uniform(0.04, 0.08)),
-        gains=tuple(float(g) for g in rng.uniform(0.85, 1.15, size=3)),
+        horizon=float(horizon),
+        near=float(near),
+        far=float(far),
+        gains=(float(red), float(green), float(blue)),
         blur=float(rng.uniform(0.0, 0.9)),
         noise=float(rng.uniform(1.0, 5.0)),
         jpeg_quality=int(rng.integers(75, 96)),
@@ -306,6 +310,7 @@ def _place_people(
                 best, best_cost = candidate, cost
             if cost <= MAX_COVERAGE:
                 break
+        assert best is not None  # the first candidate's cost is finite
         if best_cost <= MAX_COVERAGE or pid is not None:
             people.append(best)
     return tuple(people)

@@ -8,7 +8,13 @@ shares at CI-friendly sizes (the same aspect ratios).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 FrameSize = tuple[int, int]  # width, height in pixels
 SizeMix = tuple[tuple[FrameSize, float], ...]  # (size, share of the frames); shares sum to 1
@@ -52,12 +58,16 @@ def format_size(mix: SizeMix) -> str:
     return ",".join(f"{width}x{height}:{share:g}" for (width, height), share in mix)
 
 
+def _is_frame_size(size: FrameSize | SizeMix) -> TypeIs[FrameSize]:
+    return len(size) == 2 and all(isinstance(side, int | np.integer) for side in size)
+
+
 def as_mix(size: FrameSize | SizeMix | str) -> SizeMix:
     """Normalise a single (width, height), a mix or a text spec to a validated mix."""
     if isinstance(size, str):
         return parse_size(size)
-    if len(size) == 2 and all(isinstance(side, int | np.integer) for side in size):
-        pairs = (((int(size[0]), int(size[1])), 1.0),)
+    if _is_frame_size(size):
+        pairs: SizeMix = (((int(size[0]), int(size[1])), 1.0),)
     else:
         pairs = tuple(((int(w), int(h)), float(share)) for (w, h), share in size)
     if not pairs:
@@ -92,7 +102,7 @@ def cameras_per_size(mix: SizeMix, cameras: int, seed: int) -> list[list[int]]:
     ]
 
 
-def apportion(total: int, weights: list[float]) -> np.ndarray:
+def apportion(total: int, weights: Sequence[float]) -> np.ndarray:
     """Integers summing to total in proportion to weights (largest remainders; ties: first)."""
     exact = total * np.asarray(weights, dtype=np.float64) / np.sum(weights)
     counts = np.floor(exact).astype(np.int64)
