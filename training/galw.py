@@ -1,7 +1,10 @@
-"""``python -m training.galw``: the training command (its code lives in ``training.train``).
+"""``python -m training.galw``: the training command, which delegates to ``training.train.main``
+(parsing into a ``training.run_config.RunConfig``, then ``training.pipeline`` runs it).
 
-Kept under this name because the README, the Docker image and existing runs' resume hints use
-it; ``python -m training.train`` is the same command.
+It exists only as this entry point: the product documents the command under this name (README,
+docs, the Docker image, the ``training.command`` of model cards, and the ``--resume`` hint a
+stopped run prints), so it stays. It is not the ``galw`` package, which holds the method itself
+and knows nothing of person search; ``python -m training.train`` is the same command.
 """
 
 import sys
