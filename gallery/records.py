@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -15,6 +16,13 @@ import numpy as np
 FRAME_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 Box = tuple[float, float, float, float]
+
+MAX_CAMERA_LENGTH = 128
+# What a camera name may not hold: control characters (NUL, tabs, escapes, line feeds), line
+# and paragraph separators, and lone surrogates. Format characters are allowed: real names
+# need them (a zero-width joiner inside an emoji sequence, a zero-width non-joiner in Persian),
+# as they need no-break spaces.
+_REFUSED_IN_CAMERA = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 class GalleryError(Exception):
@@ -51,8 +59,22 @@ class DetectionInput:
 
 
 @dataclass(frozen=True)
+class FrameImage:
+    """A frame's image file as uploaded: its bytes and the extension of its format."""
+
+    data: bytes
+    suffix: str  # e.g. ".jpg"
+
+    def __post_init__(self) -> None:
+        if not (self.suffix.startswith(".") and self.suffix[1:].isalnum()):
+            raise ValueError(f"an image suffix is a dot and letters, got {self.suffix!r}")
+
+
+@dataclass(frozen=True)
 class FrameInput:
-    """One frame to store with its detections; frame_id None means a generated uuid."""
+    """One frame to store with its detections; frame_id None means a generated uuid. With
+    `image`, the store writes the file under frames/ and records its path (`image_path`
+    names a file the caller keeps, relative to the data directory)."""
 
     width: int
     height: int
@@ -62,6 +84,7 @@ class FrameInput:
     timestamp: float | None = None
     image_path: str | None = None
     filename: str | None = None  # the uploaded file's name, for people to find it again
+    image: FrameImage | None = None
 
 
 @dataclass(frozen=True)
@@ -184,19 +207,43 @@ def normalise(vector: np.ndarray, dim: int) -> np.ndarray:
     return array / norm
 
 
+def camera_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a camera name (the service, the page and the bulk ingest share
+    this rule), or None when it can."""
+    if len(name) > MAX_CAMERA_LENGTH:
+        return f"a camera name is at most {MAX_CAMERA_LENGTH} characters, got {len(name)}"
+    refused = sorted({c for c in name if unicodedata.category(c) in _REFUSED_IN_CAMERA})
+    if refused:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in refused[:5])
+        return f"a camera name cannot hold control characters or line breaks ({shown})"
+    return None
+
+
+def clean_camera_name(text: str) -> str | None:
+    """``text`` made into a camera name (e.g. a folder's): refused characters become "_", the
+    rest is cut to the length limit; None if nothing is left."""
+    kept = "".join("_" if unicodedata.category(c) in _REFUSED_IN_CAMERA else c for c in text)
+    return kept[:MAX_CAMERA_LENGTH] or None
+
+
 def check_frame(frame: FrameInput) -> None:
     """Validate frame-level fields (detections are checked separately)."""
     if frame.frame_id is not None and not FRAME_ID_PATTERN.fullmatch(frame.frame_id):
         raise ValueError(
             f"frame id {frame.frame_id!r} must match {FRAME_ID_PATTERN.pattern} (no paths)"
         )
-    if frame.camera is not None and not isinstance(frame.camera, str):
-        raise ValueError(f"camera must be a string, got {frame.camera!r}")
+    if frame.camera is not None:
+        if not isinstance(frame.camera, str):
+            raise ValueError(f"camera must be a string, got {frame.camera!r}")
+        if (problem := camera_problem(frame.camera)) is not None:
+            raise ValueError(problem)
     if int(frame.width) <= 0 or int(frame.height) <= 0:
         raise ValueError(f"frame size must be positive, got {frame.width}x{frame.height}")
     if frame.timestamp is not None and not math.isfinite(float(frame.timestamp)):
         raise ValueError("timestamp must be finite")
     if frame.image_path is not None:
+        if frame.image is not None:
+            raise ValueError("give the image's bytes or its path, not both")
         check_relative_path(frame.image_path)
     if frame.filename is not None and not isinstance(frame.filename, str):
         raise ValueError(f"filename must be a string, got {frame.filename!r}")

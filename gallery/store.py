@@ -19,10 +19,12 @@ import faiss
 import numpy as np
 
 from gallery import browse, query
+from gallery.frame_files import FRAMES_DIR, FrameFiles
 from gallery.records import (
     DetectionInput,
     DetectionRecord,
     FrameExists,
+    FrameImage,
     FrameInput,
     FramePage,
     FramePosition,
@@ -96,6 +98,8 @@ class GalleryStore:
         try:
             migrate(self._writer)
             self._register_model()
+            self.files = FrameFiles(self.data_dir)
+            self.files.sweep(self._image_paths())
             self._vectors = open_vectors(
                 self.vector_config, self._writer, self.data_dir, self.model_id, self.dim
             )
@@ -116,6 +120,10 @@ class GalleryStore:
         ).fetchone()
         if stored_dim != self.dim:
             raise ValueError(f"model {self.model_id!r} is stored with dim {stored_dim}")
+
+    def _image_paths(self) -> set[str]:
+        rows = self._writer.execute("SELECT image_path FROM frames WHERE image_path IS NOT NULL")
+        return {row[0] for row in rows}
 
     def close(self) -> None:
         """Close the vector index (FAISS saves it) and every connection; later calls raise
@@ -167,23 +175,40 @@ class GalleryStore:
         timestamp: float | None = None,
         image_path: str | None = None,
         filename: str | None = None,
+        image: FrameImage | None = None,
     ) -> FrameRecord:
         """Store one frame and its (box, score, embedding) detections in one transaction,
         committed before returning. Raises FrameExists or ValueError."""
         frame = FrameInput(
-            width, height, detections, frame_id, camera, timestamp, image_path, filename
+            width, height, detections, frame_id, camera, timestamp, image_path, filename, image
         )
         return self.add_frames([frame])[0]
 
     def add_frames(self, frames: Sequence[FrameInput]) -> list[FrameRecord]:
-        """Store many frames in one transaction (all or none), then index their vectors."""
+        """Store many frames (all or none): their image files first, then one transaction,
+        then their vectors in the index.
+
+        Existing ids are refused (FrameExists) before any file is written, so no stored
+        frame's image is ever overwritten; if the commit fails the files are removed, and a
+        crash between the files and the commit leaves files that the next open sweeps."""
         prepared = [self._prepare(frame) for frame in frames]
         frame_ids = [frame.frame_id for frame, _ in prepared]
         if len(set(frame_ids)) != len(frame_ids):
             raise ValueError("duplicate frame ids in one batch")
         with self._write_lock:
             self._check_open()
-            records, vectors = self._insert(prepared, time.time())
+            self._refuse_existing([i for i in frame_ids if i is not None])
+            written: list[str] = []
+            try:
+                for frame, _ in prepared:
+                    if frame.image is not None and frame.image_path is not None:
+                        self.files.write(frame.image_path, frame.image.data)
+                        written.append(frame.image_path)
+                records, vectors = self._insert(prepared, time.time())
+            except BaseException:
+                for relative in written:
+                    self.files.remove(relative)
+                raise
             self._vectors.add(_vector_rows(records, vectors))
         return records
 
@@ -192,6 +217,10 @@ class GalleryStore:
         detections = [coerce_detection(item, self.dim) for item in frame.detections]
         if frame.frame_id is None:
             frame = dataclasses.replace(frame, frame_id=uuid.uuid4().hex)
+        if frame.image is not None:
+            assert frame.frame_id is not None
+            path = self.files.relative_path(frame.frame_id, frame.image.suffix)
+            frame = dataclasses.replace(frame, image_path=path)
         return frame, detections
 
     def _insert(
@@ -199,7 +228,6 @@ class GalleryStore:
     ) -> tuple[list[FrameRecord], np.ndarray]:
         connection = self._writer
         with _transaction(connection):
-            self._refuse_existing([f.frame_id for f, _ in prepared if f.frame_id is not None])
             first_id = self._last_detection_id() + 1
             connection.executemany(
                 f"INSERT INTO frames ({_FRAME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -262,7 +290,8 @@ class GalleryStore:
         return records
 
     def delete_frame(self, frame_id: str) -> bool:
-        """Delete a frame, its detections and their vectors; False if it was not stored."""
+        """Delete a frame, its detections, their vectors and its image file (if the store
+        wrote it); False if it was not stored."""
         with self._write_lock:
             self._check_open()
             connection = self._writer
@@ -271,8 +300,13 @@ class GalleryStore:
                     "SELECT id FROM detections WHERE frame_id = ? AND model_id = ?",
                     (frame_id, self.model_id),
                 ).fetchall()
+                image = connection.execute(
+                    "SELECT image_path FROM frames WHERE id = ?", (frame_id,)
+                ).fetchone()
                 deleted = connection.execute("DELETE FROM frames WHERE id = ?", (frame_id,))
             self._vectors.remove(np.array([row[0] for row in rows], dtype=np.int64))
+            if image is not None and image[0] and _in_frames_dir(image[0]):
+                self.files.remove(image[0])
             return deleted.rowcount > 0
 
     # ---- reads -----------------------------------------------------------------------
@@ -356,9 +390,13 @@ class GalleryStore:
         """A stored detection with its frame id and embedding (of whichever model), or None."""
         return browse.stored_detection(self._reader(), detection_id)
 
-    def sample_frame_images(self, count: int, seed: int | None = None) -> list[str]:
-        """Image paths (relative to the data directory) of up to ``count`` stored frames picked
-        at random: a random rowid each, then the next frame with an image (no table scan)."""
+    def read_image(self, record: FrameRecord) -> bytes | None:
+        """The frame's image file as uploaded; None if it has none or the file is gone."""
+        return None if record.image_path is None else self.files.read(record.image_path)
+
+    def sample_frame_images(self, count: int, seed: int | None = None) -> list[bytes]:
+        """The image files of up to ``count`` stored frames picked at random: a random rowid
+        each, then the next frame with an image (no table scan); missing files are skipped."""
         connection = self._reader()
         top = connection.execute("SELECT max(rowid) FROM frames").fetchone()[0]
         if top is None or count < 1:
@@ -373,7 +411,17 @@ class GalleryStore:
             ).fetchone()
             if row is not None:
                 paths.append(row[0])
-        return paths
+        return [data for path in paths if (data := self.files.read(path)) is not None]
+
+    def stored_frame_ids(self, frame_ids: Sequence[str]) -> set[str]:
+        """Which of ``frame_ids`` are stored: one indexed lookup for the lot, so a caller can
+        refuse a batch before decoding or detecting anything (add_frames still checks under
+        its lock)."""
+        rows = self._reader().execute(
+            "SELECT id FROM frames WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(frame_ids)),),
+        )
+        return {row[0] for row in rows}
 
     def frame_ids(self, prefix: str) -> set[str]:
         """Stored frame ids that start with `prefix` (a bulk ingest skips what it stored).
@@ -404,6 +452,11 @@ class GalleryStore:
             self._vectors.origin,
             per_model,
         )
+
+
+def _in_frames_dir(relative: str) -> bool:
+    """Files the store wrote; a path a caller gave (image_path) stays the caller's."""
+    return relative.startswith(f"{FRAMES_DIR}/")
 
 
 def _vector_rows(records: list[FrameRecord], vectors: np.ndarray) -> VectorRows:

@@ -3,14 +3,18 @@
 The graph (exported by ``training.export``; names and card in ``inference.card``) takes a padded
 uint8 RGB image [1,3,H,W] and query boxes [Q,4] in input pixels, and returns detections
 (det_boxes, det_scores, det_embeddings) plus the embeddings of the given boxes (box_embeddings),
-all L2-normalised. This module owns the mapping between original image pixels and network input
-pixels; the service and ``python -m training.evaluate --model`` both run models through it.
+all L2-normalised. This module owns the mapping between an image's own pixels and the network's
+input pixels: it takes an array, or a ``DecodedImage`` that decoding already shrank to the model's
+size, and answers boxes in the image's own pixels (for an upload, the upload's), so no caller
+converts coordinates. The service, the bulk ingest and ``python -m training.evaluate --model``
+all run models through it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ from inference.card import (
     ModelError,
     load_model_card,
 )
+from inference.imaging import DecodedImage
 from inference.outputs import (
     Detections,
     FrameOutputs,
@@ -34,7 +39,18 @@ from inference.outputs import (
 )
 from inference.preprocess import Prepared, fit_scale, resize_and_pad
 
-__all__ = ["Detections", "Engine", "FrameOutputs", "QueryEmbedding", "choose_query_embedding"]
+__all__ = [
+    "Detections",
+    "Engine",
+    "FrameOutputs",
+    "Image",
+    "QueryEmbedding",
+    "choose_query_embedding",
+]
+
+# An HxWx3 uint8 RGB array, or a decoded upload (its pixels possibly shrunk; boxes are in the
+# upload's own pixels either way).
+Image = np.ndarray | DecodedImage
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +64,17 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
+# Tried in this order when none are asked for, each only if this onnxruntime has it.
+DEFAULT_PROVIDERS = ("cuda", "cpu")
+
+
+def chosen_providers(asked: Sequence[str] = ()) -> tuple[str, ...]:
+    """The providers asked for, as given (the engine warns about any this onnxruntime lacks);
+    none asked: the defaults this onnxruntime has, without a warning for those it lacks."""
+    if asked:
+        return tuple(asked)
+    installed = set(ort.get_available_providers())
+    return tuple(name for name in DEFAULT_PROVIDERS if PROVIDERS[name] in installed)
 
 
 class Engine:
@@ -82,17 +109,18 @@ class Engine:
         blank = np.zeros((height, width, 3), dtype=np.uint8)
         self.embed_query(blank)
 
-    def detect(self, image: np.ndarray) -> Detections:
-        """Detect people in an HxWx3 uint8 RGB image; keep those scoring >= min_score."""
+    def detect(self, image: Image) -> Detections:
+        """Detect people in an image; keep those scoring >= min_score."""
         return self._kept(self.run_frame(image).detections)
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    def detect_batch(self, images: Sequence[Image]) -> list[Detections]:
         """``detect`` on each image, the same result. A graph exported with a batch dimension
         (card ``batch``) runs the images that pad to the same size together, at most
         ``max_batch`` per run; an older graph runs them one by one."""
         if not self.card.batch:
             return [self.detect(image) for image in images]
-        prepared = [self._prepare(image) for image in images]
+        views = [_view(image) for image in images]
+        prepared = [self._prepare(view.pixels) for view in views]
         buckets: dict[tuple[int, ...], list[int]] = {}
         for position, item in enumerate(prepared):
             buckets.setdefault(item.image.shape, []).append(position)
@@ -111,14 +139,15 @@ class Engine:
                     mine = owners == slot
                     found = self._to_frame(
                         boxes[mine], scores[mine], embeddings[mine], prepared[position],
-                        images[position].shape,
+                        views[position],
                     )  # fmt: skip
                     results[position] = self._kept(found)
         return [found for found in results if found is not None]
 
-    def embed_query(self, image: np.ndarray, box: Sequence[float] | None = None) -> QueryEmbedding:
-        """Embed the person in `box` (original pixels; default the whole image) of a crop."""
-        height, width = image.shape[:2]
+    def embed_query(self, image: Image, box: Sequence[float] | None = None) -> QueryEmbedding:
+        """Embed the person in `box` (the image's own pixels; default the whole image) of a
+        crop; the answer's box is in the image's own pixels too."""
+        width, height = _view(image).size
         asked = np.asarray(box if box is not None else (0, 0, width, height), dtype=np.float32)
         # A crop is already at camera resolution: enlarging it to the frame size would show the
         # network a person several times larger than any it saw in frames (measured on the demo
@@ -158,20 +187,21 @@ class Engine:
         )
 
     def run_frame(
-        self, image: np.ndarray, boxes: np.ndarray | None = None, upscale: bool = True
+        self, image: Image, boxes: np.ndarray | None = None, upscale: bool = True
     ) -> FrameOutputs:
-        """Run the graph on an HxWx3 uint8 RGB image with query ``boxes`` [Q,4] (original
-        pixels); the image is resized to the card's size (never enlarged if not ``upscale``)."""
-        prepared = self._prepare(image, upscale)
+        """Run the graph on an image with query ``boxes`` [Q,4] (the image's own pixels); the
+        image is resized to the card's size (never enlarged if not ``upscale``)."""
+        view = _view(image)
+        prepared = self._prepare(view.pixels, upscale)
         given = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32)
         feeds = {
             "image": prepared.image[None],
-            "boxes": (given.reshape(-1, 4) * prepared.scale).astype(np.float32),
+            "boxes": (given.reshape(-1, 4) / view.ratios * prepared.scale).astype(np.float32),
         }
         det_boxes, scores, det_embeddings, box_embeddings = self.session.run(
             list(OUTPUT_NAMES), feeds
         )
-        detections = self._to_frame(det_boxes, scores, det_embeddings, prepared, image.shape)
+        detections = self._to_frame(det_boxes, scores, det_embeddings, prepared, view)
         return FrameOutputs(detections, box_embeddings)
 
     def _prepare(self, image: np.ndarray, upscale: bool = True) -> Prepared:
@@ -190,11 +220,11 @@ class Engine:
         scores: np.ndarray,
         embeddings: np.ndarray,
         prepared: Prepared,
-        shape: tuple[int, ...],
+        view: _View,
     ) -> Detections:
-        """Detections with their boxes back in the original image's pixels."""
-        height, width = shape[:2]
-        boxes = boxes.astype(np.float32) / prepared.scale
+        """Detections with their boxes back in the image's own pixels."""
+        width, height = view.size
+        boxes = boxes.astype(np.float32) / prepared.scale * view.ratios
         boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
         return Detections(boxes, scores.astype(np.float32), embeddings)
 
@@ -219,6 +249,23 @@ class Engine:
         if not isinstance(dim, int):
             raise ModelError("embedding dimension unknown: set embedding_dim in the model card")
         return dim
+
+
+@dataclass(frozen=True)
+class _View:
+    """What the network is given (`pixels`), the image's own size, and the (x, y, x, y)
+    factors from `pixels` coordinates to the image's own."""
+
+    pixels: np.ndarray
+    size: tuple[int, int]  # width, height
+    ratios: np.ndarray
+
+
+def _view(image: Image) -> _View:
+    if isinstance(image, DecodedImage):
+        return _View(image.pixels, (image.width, image.height), image.ratios())
+    height, width = image.shape[:2]
+    return _View(image, (width, height), np.ones(4, np.float32))
 
 
 def place_at_random(

@@ -27,8 +27,9 @@ import httpx
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from gallery.records import camera_problem
 from ingest.client import Backoff, ServiceError, Summary, Uploader
-from ingest.sources import MAX_CAMERA_LENGTH, Source, expected_frames, find_sources, read_frames
+from ingest.sources import Source, expected_frames, find_sources, read_frames
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_SERVICE, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -73,10 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _camera(text: str) -> str:
-    if len(text) > MAX_CAMERA_LENGTH or not text.isprintable():
-        raise argparse.ArgumentTypeError(
-            f"at most {MAX_CAMERA_LENGTH} printable characters, got {text[:40]!r}"
-        )
+    """The service's rule (gallery.records.camera_problem), checked before anything is sent."""
+    if (problem := camera_problem(text)) is not None:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: {problem}")
     return text
 
 
@@ -150,19 +150,19 @@ def _on_ray(
     import ray  # only this path needs Ray, and importing it takes seconds
 
     from gallery.records import StoreLocked
+    from gallery.settings import GallerySettings
     from inference.card import ModelError
+    from inference.engine import chosen_providers
     from ingest.ray_pipeline import ModelOptions, RayOptions, ingest_on_ray
-    from server.settings import Settings
-    from server.state import chosen_providers
 
-    settings = Settings()  # the service's PS_* settings: write what it will serve
+    settings = GallerySettings()  # the service's PS_* settings: write what it will serve
+    asked = tuple(args.providers.split(",")) if args.providers else settings.provider_list
     model = ModelOptions(
         model=args.model or settings.model,
-        providers=tuple(args.providers.split(","))
-        if args.providers
-        else chosen_providers(settings),
+        providers=chosen_providers(asked),
         min_score=args.min_score if args.min_score is not None else settings.min_detection_score,
         max_pixels=settings.max_pixels,
+        milvus=settings.milvus,
     )
     options = RayOptions(
         actors=args.actors,

@@ -23,7 +23,8 @@ from pathlib import PurePath
 
 import httpx
 
-from ingest.sources import MEDIA_TYPES, SourceFrame, Unreadable
+from inference.imaging import MEDIA_TYPES
+from ingest.sources import SourceFrame, Unreadable
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ so sending frames the actors have already detected would run the model twice, an
 service is one process per data directory, which would make it the bottleneck the actors are
 meant to remove. The store locks its data directory, so the service must be stopped (or serve
 another directory) while this runs; when it starts again it reads what was written, because
-the frames are written exactly as it writes them: image under `frames/`, then one SQLite
-transaction per batch with the model id and embedding size of the model it serves.
+both decode with `inference.imaging` and store through `GalleryStore.add_frames` (image files,
+then one transaction per batch) with the model id and embedding size of the model it serves.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,17 @@ import numpy as np
 import ray
 import ray.data
 
-from gallery.records import FrameInput
+from gallery.records import FrameImage, FrameInput
 from gallery.store import GalleryStore
+from gallery.vectors import MilvusConfig
 from inference.card import load_model_card
 from inference.engine import Detections, Engine
-from inference.files import write_bytes_atomic
+from inference.imaging import DecodedImage, ImageRejected, decode_image
 from ingest.client import Refusal, Summary
 from ingest.sources import Source, SourceFrame, Unreadable, read_frames
-from server.imaging import decode_image
-from server.problems import Problem
 
-# The service keeps frame images here (server/state.py: data_dir / "frames").
-FRAMES_DIR = "frames"
+# How a refused frame is reported (the service answers these with their HTTP status).
+REFUSED_TITLE = "Not a usable image"
 # Sources per decoding block: one each (videos decode in parallel) up to this many blocks; a
 # folder of a million images then makes blocks of a thousand files, not a million tasks.
 MAX_BLOCKS = 1024
@@ -67,6 +65,7 @@ class ModelOptions:
     providers: tuple[str, ...] = ("cpu",)
     min_score: float | None = None  # None: the model card's threshold, as the service
     max_pixels: int = 40_000_000
+    milvus: MilvusConfig | None = None  # the service's vector backend, if Milvus
 
 
 def ingest_on_ray(
@@ -91,7 +90,7 @@ def ingest_on_ray(
     if dim is None:  # an old card: the graph knows
         dim = Engine(model.model, ("cpu",)).embedding_dim
     summary = Summary() if summary is None else summary
-    with GalleryStore(data_dir, loaded.model_id, dim) as store:
+    with GalleryStore(data_dir, loaded.model_id, dim, milvus=model.milvus) as store:
         rows = []
         for source in sources:
             if source.kind == "image":
@@ -113,7 +112,7 @@ def ingest_on_ray(
             for batch in _dataset(rows, model, every, start, options).iter_batches(
                 batch_size=options.batch_size, batch_format="numpy"
             ):
-                _write(store, data_dir, batch, summary)
+                _write(store, batch, summary)
                 if on_batch is not None:
                     on_batch(summary)
     return summary
@@ -188,7 +187,7 @@ class Detector:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         refusals = list(batch["refused"])
-        decoded = {}
+        decoded: dict[int, DecodedImage] = {}
         for position, (name, data) in enumerate(zip(batch["name"], batch["data"], strict=True)):
             if refusals[position] or batch["stored"][position]:
                 continue
@@ -197,18 +196,13 @@ class Detector:
                 decoded[position] = decode_image(
                     data, name, self.max_pixels, self.engine.card.max_size
                 )
-            except Problem as problem:  # what the service would have answered
-                refused = Refusal(
-                    name, problem.status, HTTPStatus(problem.status).phrase, problem.detail,
-                    problem.kind,
-                )  # fmt: skip
+            except ImageRejected as rejected:  # what the service refuses too
+                refused = Refusal(name, None, REFUSED_TITLE, rejected.detail, rejected.kind)
                 refusals[position] = json.dumps(asdict(refused))
-        # one call for the batch: a graph with a batch dimension runs same-size frames together
-        found = self.engine.detect_batch([image.pixels for image in decoded.values()])
-        detections = {
-            position: Detections(image.to_original(one.boxes), one.scores, one.embeddings)
-            for (position, image), one in zip(decoded.items(), found, strict=True)
-        }
+        # one call for the batch: a graph with a batch dimension runs same-size frames together;
+        # boxes come back in each upload's own pixels
+        found = self.engine.detect_batch(list(decoded.values()))
+        detections = dict(zip(decoded, found, strict=True))
         columns: dict[str, list[Any]] = {
             key: [] for key in ("suffix", "width", "height", "boxes", "scores", "embeddings")
         }
@@ -233,11 +227,9 @@ def _objects(values: list[Any]) -> np.ndarray:
     return column
 
 
-def _write(
-    store: GalleryStore, data_dir: Path, batch: dict[str, np.ndarray], summary: Summary
-) -> None:
-    """Images first, then one transaction for the batch: a crash in between leaves only
-    orphan files, which a rerun overwrites (as the service does)."""
+def _write(store: GalleryStore, batch: dict[str, np.ndarray], summary: Summary) -> None:
+    """One `add_frames` for the batch, as the service stores an upload (image files, then one
+    transaction; a crash in between leaves files the store sweeps when it next opens)."""
     frames = []
     for position in range(len(batch["frame_id"])):
         refused = str(batch["refused"][position])
@@ -248,8 +240,7 @@ def _write(
             summary.skipped += 1
             continue
         frame_id = str(batch["frame_id"][position])
-        relative = f"{FRAMES_DIR}/{frame_id}{batch['suffix'][position]}"
-        write_bytes_atomic(data_dir / relative, bytes(batch["data"][position]))
+        image = FrameImage(bytes(batch["data"][position]), str(batch["suffix"][position]))
         timestamp = float(batch["timestamp"][position])
         detections = list(
             zip(
@@ -267,7 +258,7 @@ def _write(
                 frame_id=frame_id,
                 camera=str(batch["camera"][position]) or None,
                 timestamp=None if math.isnan(timestamp) else timestamp,
-                image_path=relative,
+                image=image,
             )
         )
     if frames:

@@ -20,24 +20,17 @@ from typing import Literal
 import av
 from PIL import Image
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+from gallery.records import clean_camera_name
+from inference.imaging import MEDIA_TYPES
+
+# The formats the service decodes (inference.imaging), by file extension.
+IMAGE_SUFFIXES = frozenset(MEDIA_TYPES)
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".flv"}
 )
-MEDIA_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-    ".bmp": "image/bmp",
-    ".tif": "image/tiff",
-    ".tiff": "image/tiff",
-}
 # Video frames are stored as JPEG; the detector then sees the re-encoded frame, and at this
 # quality small, distant people keep their detail.
 FRAME_JPEG_QUALITY = 95
-# The service's camera limit (server/forms.py): at most 128 printable characters.
-MAX_CAMERA_LENGTH = 128
 _SLUG_LENGTH = 48
 # Two frames closer than this (seconds) to a sampling instant count as on it: pts x time_base
 # is a float, and a sample every 0.25 s must not skip a frame stamped 0.2499999.
@@ -89,12 +82,6 @@ class Unreadable:
     detail: str
 
 
-def camera_name(text: str) -> str | None:
-    """A camera name the service accepts: printable, at most MAX_CAMERA_LENGTH characters."""
-    cleaned = "".join(c if c.isprintable() else "_" for c in text)[:MAX_CAMERA_LENGTH]
-    return cleaned or None
-
-
 def find_sources(paths: Iterable[Path], camera: str | None = None) -> list[Source]:
     """The files to ingest, in a stable order: folders are walked recursively for images and
     videos (by extension); a file given by name is an image by its extension, else a video.
@@ -122,7 +109,7 @@ def find_sources(paths: Iterable[Path], camera: str | None = None) -> list[Sourc
                 "image" if file.suffix.lower() in IMAGE_SUFFIXES else "video"
             )
             named = camera or (file.parent.name if kind == "image" else file.stem)
-            found.setdefault(file, Source(file, kind, camera_name(named)))
+            found.setdefault(file, Source(file, kind, clean_camera_name(named)))
     return list(found.values())
 
 

@@ -10,8 +10,8 @@ from functools import partial
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from gallery.records import FRAME_ID_PATTERN
-from server.imaging import DecodedImage, decode_image, image_size
+from gallery.records import FRAME_ID_PATTERN, camera_problem
+from inference.imaging import DecodedImage, decode_image, image_size
 from server.problems import Problem
 from server.state import ServiceState
 
@@ -128,20 +128,13 @@ def check_frame_id(frame_id: str) -> str:
     return frame_id
 
 
-MAX_CAMERA_LENGTH = 128
-
-
 def check_camera(camera: str | None) -> str | None:
-    """Camera names are short, printable text (no NUL, no line breaks); empty means none."""
+    """A camera name by the gallery's rule (gallery.records.camera_problem); empty means none."""
     if not camera:
         return None
-    if len(camera) > MAX_CAMERA_LENGTH or not camera.isprintable():
-        raise Problem(
-            422,
-            "invalid-camera",
-            f"camera must be at most {MAX_CAMERA_LENGTH} printable characters, "
-            f"got {camera[:40]!r}{'...' if len(camera) > 40 else ''}",
-        )
+    if (problem := camera_problem(camera)) is not None:
+        shown = f"{camera[:40]!r}{'...' if len(camera) > 40 else ''}"
+        raise Problem(422, "invalid-camera", f"camera {shown}: {problem}")
     return camera
 
 

@@ -17,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gallery.records import StorageFull
+from gallery.records import FrameExists, StorageFull
+from inference.imaging import ImageRejected, ImageTooLarge, NotAnImage
 from server.schemas import ProblemOut
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -101,6 +102,16 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     return problem_response(422, summary or "invalid request", "validation", errors=errors)
 
 
+async def _on_image_rejected(request: Request, exc: ImageRejected) -> JSONResponse:
+    if isinstance(exc, ImageTooLarge):
+        return problem_response(413, f"{exc.detail} (PS_MAX_PIXELS)", exc.kind)
+    return problem_response(415 if isinstance(exc, NotAnImage) else 422, exc.detail, exc.kind)
+
+
+async def _on_frame_exists(request: Request, exc: FrameExists) -> JSONResponse:
+    return problem_response(409, str(exc), "frame-exists")
+
+
 # The disk or quota is full: the client may retry once space has been made.
 STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -129,6 +140,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
+    app.add_exception_handler(ImageRejected, _on_image_rejected)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
+    app.add_exception_handler(FrameExists, _on_frame_exists)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(StorageFull, _on_storage_full)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(OSError, _on_os_error)  # type: ignore[arg-type]  # Starlette types handlers as taking Exception
     app.add_exception_handler(Exception, _on_unexpected)

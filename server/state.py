@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import numpy as np
-import onnxruntime as ort
-
 from gallery.store import GalleryStore
-from inference.engine import PROVIDERS, Detections, Engine
+from inference.engine import Detections, Engine, Image, chosen_providers
 from server.batcher import Batcher
 from server.budget import PixelBudget
 from server.metrics import Metrics
@@ -21,8 +17,6 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Tried in this order when PS_PROVIDERS is unset, each only if this onnxruntime has it.
-DEFAULT_PROVIDERS = ("cuda", "cpu")
 DECODE_THREADS = 2
 
 
@@ -35,18 +29,15 @@ class ServiceState:
         self.engine: Engine | None = None
         self.store: GalleryStore | None = None
         # Ingest detections: frames of concurrent requests (and of one request) share runs.
-        self.detector: Batcher[np.ndarray, Detections] | None = None
+        self.detector: Batcher[Image, Detections] | None = None
         self.load_error: str | None = None
         # Called (from the loading thread) when loading fails: `python -m server` stops then.
         self.on_load_failure: Callable[[], None] | None = None
-        self.frames_dir = settings.data_dir / "frames"
         # Inference gets its own small pool: ONNX Runtime already spreads one run over the
         # cores, so a few concurrent runs are plenty and the event loop stays free.
         self.inference_pool = ThreadPoolExecutor(
             settings.inference_threads, thread_name_prefix="inference"
         )
-        # Serialises "write image file + commit frame" and "delete frame + image file".
-        self.write_lock = threading.Lock()
         self.decode_budget = PixelBudget(settings.decode_budget_pixels)
         # Decoding on a few threads of its own, rather than any of the many request threads,
         # keeps the large buffers it frees in a few malloc arenas, where the next decode
@@ -63,14 +54,12 @@ class ServiceState:
         try:
             engine = Engine(
                 self.settings.model,
-                chosen_providers(self.settings),
+                chosen_providers(self.settings.provider_list),
                 self.settings.min_detection_score,
                 cache_dir=self.settings.data_dir / "trt-cache",
                 max_batch=self.settings.max_batch,
             )
             engine.warm_up()
-            self.frames_dir.mkdir(parents=True, exist_ok=True)
-            self._remove_partial_images()
             self.store = GalleryStore(
                 self.settings.data_dir,
                 engine.model.model_id,
@@ -109,24 +98,20 @@ class ServiceState:
             "required" if self.settings.api_key else "off (PS_API_KEY unset)",
         )
 
-    def _remove_partial_images(self) -> None:
-        """Images a crash left half-written (inference.files.atomic_write's temp files)."""
-        for leftover in self.frames_dir.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
-
     async def infer(self, kind: str, function: Callable[[], T]) -> T:
         """Run `function` on the inference pool, timing it under `kind`."""
         loop = asyncio.get_running_loop()
         with self.metrics.inference_seconds.labels(kind).time():
             return await loop.run_in_executor(self.inference_pool, function)
 
-    async def detect(self, image: np.ndarray) -> Detections:
-        """Detect the people in an HxWx3 uint8 image, in a batch with other frames."""
+    async def detect(self, image: Image) -> Detections:
+        """Detect the people in an image (boxes in its own pixels), in a batch with other
+        frames."""
         assert self.detector is not None
         with self.metrics.inference_seconds.labels("detect").time():
             return await asyncio.wrap_future(self.detector.submit(image))
 
-    def _detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
+    def _detect_batch(self, images: list[Image]) -> list[Detections]:
         # on the inference pool, so that PS_INFERENCE_THREADS still bounds concurrent runs
         assert self.engine is not None
         return self.inference_pool.submit(self.engine.detect_batch, images).result()
@@ -142,12 +127,3 @@ class ServiceState:
         self.decode_pool.shutdown(wait=True)
         if self.store is not None:
             self.store.close()
-
-
-def chosen_providers(settings: Settings) -> tuple[str, ...]:
-    """PS_PROVIDERS as given (the engine warns about any this onnxruntime lacks), else the
-    defaults this onnxruntime has, without a warning for those it lacks."""
-    if settings.provider_list:
-        return settings.provider_list
-    installed = set(ort.get_available_providers())
-    return tuple(name for name in DEFAULT_PROVIDERS if PROVIDERS[name] in installed)

@@ -6,6 +6,7 @@ import base64
 import binascii
 import io
 import json
+import logging
 import math
 from functools import partial
 from typing import Annotated
@@ -17,13 +18,14 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from gallery.records import DetectionRecord, FramePosition, StoredDetection
+from inference.imaging import ImageRejected, decode_image, image_size
 from server.deps import Ready, ReadyDep
 from server.forms import check_camera, parse_time_range
-from server.imaging import decode_image, image_size
 from server.problems import Problem, problem_responses
-from server.routers.gallery import find_frame, frame_out, read_file
+from server.routers.gallery import find_frame, frame_out, read_frame_image
 from server.schemas import FramePageOut
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/gallery", tags=["gallery"])
 # Detection ids are SQLite integers (and FAISS ids): positive, at most 2**63 - 1.
 MAX_DETECTION_ID = 2**63 - 1
@@ -88,24 +90,30 @@ def _decode_cursor(cursor: str) -> FramePosition:
 @router.get(
     "/detections/{detection_id}/crop",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}, **problem_responses(404, 422, 503)},
+    responses={200: {"content": {"image/jpeg": {}}}, **problem_responses(404, 422, 500, 503)},
 )
 async def detection_crop(ready: ReadyDep, detection_id: DetectionId) -> Response:
     """The detected person cut out of the stored frame with a little margin, as a JPEG."""
     stored = await find_detection(ready, detection_id)
     record = await find_frame(ready, stored.frame_id)
-    data = None
-    if record.image_path:
-        data = await run_in_threadpool(read_file, ready.state.settings.data_dir / record.image_path)
-    if data is None:
+    data = await read_frame_image(ready, record)
+    name, max_pixels = (
+        f"the stored image of frame {stored.frame_id!r}",
+        ready.state.settings.max_pixels,
+    )
+    try:
+        # Decoded whole, so within the service's decode budget and on its decode threads.
+        width, height = await run_in_threadpool(image_size, data, name, max_pixels)
+        async with ready.state.decode_budget.hold(width * height):
+            crop = await ready.state.decode(
+                partial(_crop, data, name, stored.detection, max_pixels)
+            )
+    except ImageRejected as exc:
+        # The service checked this image when it stored it: the file changed on disk since.
+        log.error("%s (%s): %s", name, record.image_path, exc.detail)
         raise Problem(
-            404, "image-missing", f"the image file of frame {stored.frame_id!r} is missing"
-        )
-    name, max_pixels = f"frame {stored.frame_id!r}", ready.state.settings.max_pixels
-    # Decoded whole, so within the service's decode budget and on its decode threads.
-    width, height = await run_in_threadpool(image_size, data, name, max_pixels)
-    async with ready.state.decode_budget.hold(width * height):
-        crop = await ready.state.decode(partial(_crop, data, name, stored.detection, max_pixels))
+            500, "stored-image-damaged", f"{name} is damaged on the server; see the server log"
+        ) from exc
     return Response(crop, media_type="image/jpeg")
 
 

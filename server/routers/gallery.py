@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, dataclass
+from pathlib import PurePath
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from gallery.records import FrameRecord
+from gallery.records import FrameExists, FrameImage, FrameInput, FrameRecord
 from inference.engine import Detections
-from server import ingest
+from inference.imaging import MEDIA_TYPES, DecodedImage
 from server.deps import Ready, ReadyDep
 from server.forms import (
     check_camera,
@@ -25,7 +25,6 @@ from server.forms import (
     read_image,
     upload_name,
 )
-from server.imaging import MEDIA_TYPES
 from server.problems import Problem, problem_responses
 from server.schemas import DetectionOut, FrameOut, IngestOut, StatsOut
 
@@ -67,10 +66,34 @@ async def add_frames(
     pending = await _check_uploads(ready, files, camera, timestamp, frame_id)
     # all frames at once into the batcher: they share model runs with each other and with
     # other requests' frames
-    found = await asyncio.gather(*(ready.state.detect(frame.image.pixels) for frame in pending))
-    in_original = [_in_original(frame, f) for frame, f in zip(pending, found, strict=True)]
-    records = await run_in_threadpool(ingest.commit_frames, ready.state, pending, in_original)
+    found = await asyncio.gather(*(ready.state.detect(frame.image) for frame in pending))
+    frames = [frame.to_store(people) for frame, people in zip(pending, found, strict=True)]
+    records = await run_in_threadpool(ready.store.add_frames, frames)
     return IngestOut(frames=[frame_out(request, record) for record in records])
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    """A checked upload waiting for its detections: decoded once, at most at the model's
+    input size, beside its original bytes."""
+
+    frame_id: str
+    image: DecodedImage
+    camera: str | None
+    timestamp: float | None
+    filename: str | None  # the client's file name, kept with the frame
+
+    def to_store(self, people: Detections) -> FrameInput:
+        return FrameInput(
+            width=self.image.width,
+            height=self.image.height,
+            detections=list(zip(people.boxes, people.scores, people.embeddings, strict=True)),
+            frame_id=self.frame_id,
+            camera=self.camera,
+            timestamp=self.timestamp,
+            filename=self.filename,
+            image=FrameImage(self.image.data, self.image.suffix),
+        )
 
 
 async def _check_uploads(
@@ -79,7 +102,7 @@ async def _check_uploads(
     cameras: list[str] | None,
     timestamps: list[str] | None,
     frame_ids: list[str] | None,
-) -> list[ingest.PendingFrame]:
+) -> list[PendingFrame]:
     count = len(files)
     ids = [
         check_frame_id(given) if given else _new_frame_id()
@@ -87,6 +110,10 @@ async def _check_uploads(
     ]
     if len(set(ids)) != len(ids):
         raise Problem(409, "frame-exists", "the same frame_id is given twice in one request")
+    # Before any image is read or decoded, so a resumed bulk ingest costs only this lookup.
+    stored = await run_in_threadpool(ready.store.stored_frame_ids, ids)
+    if stored:
+        raise FrameExists(min(stored))
     times = [
         None if text is None else parse_timestamp(text)
         for text in per_file(timestamps, count, "timestamp", shared=True)
@@ -99,12 +126,8 @@ async def _check_uploads(
         name = upload_name(upload, "files", position)
         filename = check_filename(upload.filename, name)
         image = await read_image(upload, name, ready.state, ready.engine.card.max_size)
-        pending.append(ingest.PendingFrame(frame_id, name, image, camera or None, moment, filename))
+        pending.append(PendingFrame(frame_id, image, camera or None, moment, filename))
     return pending
-
-
-def _in_original(frame: ingest.PendingFrame, found: Detections) -> Detections:
-    return Detections(frame.image.to_original(found.boxes), found.scores, found.embeddings)
 
 
 def _new_frame_id() -> str:
@@ -142,21 +165,19 @@ async def get_frame(request: Request, ready: ReadyDep, frame_id: str) -> FrameOu
 async def get_frame_image(ready: ReadyDep, frame_id: str) -> Response:
     """The frame's image file, as uploaded."""
     record = await find_frame(ready, frame_id)
-    path = ready.state.settings.data_dir / (record.image_path or "")
-    # Read once, whole (at most PS_MAX_UPLOAD_MB): a delete racing this read either
-    # happens before the open (404) or leaves the open file readable to its end.
-    data = await run_in_threadpool(read_file, path) if record.image_path else None
+    data = await read_frame_image(ready, record)
+    suffix = PurePath(record.image_path or "").suffix
+    return Response(data, media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"))
+
+
+async def read_frame_image(ready: Ready, record: FrameRecord) -> bytes:
+    """The stored image file of a frame, whole (a delete racing the read answers 404)."""
+    data = await run_in_threadpool(ready.store.read_image, record)
     if data is None:
-        raise Problem(404, "image-missing", f"the image file of frame {frame_id!r} is missing")
-    return Response(data, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
-
-
-def read_file(path: Path) -> bytes | None:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None
+        raise Problem(
+            404, "image-missing", f"the image file of frame {record.frame_id!r} is missing"
+        )
+    return data
 
 
 @router.delete(
@@ -167,7 +188,7 @@ def read_file(path: Path) -> bytes | None:
 async def delete_frame(ready: ReadyDep, frame_id: str) -> None:
     """Delete a frame: its detections leave the search index and its image is removed."""
     check_frame_id(frame_id)
-    if not await run_in_threadpool(ingest.delete_frame, ready.state, frame_id):
+    if not await run_in_threadpool(ready.store.delete_frame, frame_id):
         raise Problem(404, "unknown-frame", f"no frame {frame_id!r}")
 
 

@@ -11,16 +11,16 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from inference.engine import QueryEmbedding
+from inference.imaging import DecodedImage, ImageRejected, decode_image
 from server.deps import Ready, ReadyDep
 from server.forms import parse_box, parse_time_range, read_image, upload_name
-from server.imaging import DecodedImage, decode_image
 from server.problems import Problem, problem_responses
 from server.routers.browse import MAX_DETECTION_ID, find_detection
-from server.routers.gallery import read_file
 from server.schemas import QueryOut, SearchHitOut, SearchOut
 
 router = APIRouter(tags=["search"])
 MAX_TOP_K = 1000
+# Given at most once (server.deps.single_valued checks it before the form is validated).
 SINGLE_FIELDS = (
     "query",
     "detection_id",
@@ -75,12 +75,6 @@ async def search(
     `query`, that stored detection's embedding is searched (`query.source` is `stored`).
     """
     started = time.perf_counter()
-    form = await request.form()  # already parsed for the fields above; this is its cache
-    repeated = [name for name in SINGLE_FIELDS if len(form.getlist(name)) > 1]
-    if repeated:
-        raise Problem(
-            422, "repeated-field", f"{', '.join(repeated)}: give each of these at most once"
-        )
     if (query is None) == (detection_id is None):
         raise Problem(
             422, "query-or-detection", "give either a query image or a detection_id, not both"
@@ -139,8 +133,8 @@ async def _image_query(
             "query", lambda: ready.engine.embed_query_in_scenes(person, scenes)
         )
     else:
-        embedded = await ready.state.infer("query", lambda: _embed(ready, image, asked))
-    x1, y1, x2, y2 = (float(v) for v in image.to_original(embedded.box)[0])
+        embedded = await ready.state.infer("query", lambda: ready.engine.embed_query(image, asked))
+    x1, y1, x2, y2 = (float(v) for v in embedded.box)
     return embedded.embedding, QueryOut(
         box=(x1, y1, x2, y2),
         source=embedded.source,
@@ -173,25 +167,17 @@ async def _scenes(ready: Ready, image: DecodedImage) -> list[np.ndarray]:
     place a crop query into; none for a crop the service shrank (another scale) or when the
     setting is 0. A stored image that cannot be read or decoded is skipped."""
     wanted = ready.state.settings.query_scenes
-    if wanted == 0 or image.pixels.shape[:2] != (image.height, image.width):
+    if wanted == 0 or image.shrunk:
         return []
-    paths = await run_in_threadpool(ready.store.sample_frame_images, wanted)
-    settings = ready.state.settings
+    stored = await run_in_threadpool(ready.store.sample_frame_images, wanted)
+    max_pixels = ready.state.settings.max_pixels
     scenes = []
-    for path in paths:
-        data = await run_in_threadpool(read_file, settings.data_dir / path)
-        if data is None:
-            continue
+    for data in stored:
         try:
             decoded = await ready.state.decode(
-                partial(decode_image, data, path, settings.max_pixels)
+                partial(decode_image, data, "a stored frame", max_pixels)
             )
-        except Problem:
+        except ImageRejected:
             continue
         scenes.append(decoded.pixels)
     return scenes
-
-
-def _embed(ready: Ready, image: DecodedImage, box: tuple[float, ...] | None) -> QueryEmbedding:
-    """The engine sees the decoded (possibly shrunk) pixels: the box goes there and back."""
-    return ready.engine.embed_query(image.pixels, None if box is None else image.to_pixels(box))

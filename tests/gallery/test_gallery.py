@@ -25,6 +25,7 @@ from gallery import (
     StoreClosed,
     StoreLocked,
 )
+from gallery.records import camera_problem, clean_camera_name
 from gallery.store import MAX_OVERFETCH
 from gallery.vectors import MilvusConfig
 
@@ -561,7 +562,17 @@ def test_backends_agree(tmp_path: Path) -> None:
 def test_awkward_cameras_and_missing_metadata(tmp_path: Path, backend: str) -> None:
     """Camera names that need escaping in a Milvus filter, and rows without camera or time:
     the pushed-down filter keeps exactly what SQLite's would."""
-    cameras = ['say "hi"', "back\\slash", "two\nlines", "caméra", "c' OR 1", None]
+    # with a zero-width joiner (emoji), a zero-width non-joiner (Persian), a no-break space
+    cameras = [
+        'say "hi"',
+        "back\\slash",
+        "fire\U0001f469\u200d\U0001f692",
+        "\u0645\u06cc\u200c\u0631\u0648\u062f",
+        "gate\u00a02",
+        "caméra",
+        "c' OR 1",
+        None,
+    ]
     rng = np.random.default_rng(14)
     frames = [
         FrameInput(
@@ -637,3 +648,17 @@ def test_milvus_collection_of_another_index_is_rebuilt(tmp_path: Path) -> None:
         assert (stats.index_type, stats.index_origin) == ("milvus-hnsw", "rebuilt (index FLAT)")
         assert stats.index_size == 60
         assert_same_ranking(store.search(query, top_k=5), brute_force(frames, query)[:5])
+
+
+def test_camera_names_real_people_use(tmp_path: Path) -> None:
+    """One rule for the service, the page and the bulk ingest: format characters and no-break
+    spaces are part of real names; controls and line breaks are not."""
+    for name in ("\U0001f469\u200d\U0001f692", "\u0645\u06cc\u200c\u0631\u0648\u062f", "a\u00a0b"):
+        assert camera_problem(name) is None
+    for name in ("two\nlines", "nul\x00", "tab\tbed", "para\u2029graph", "line\u2028sep", "\ud800"):
+        assert camera_problem(name) is not None, repr(name)
+    assert camera_problem("x" * 128) is None and camera_problem("x" * 129) is not None
+    assert clean_camera_name("cam\n3\u200d") == "cam_3\u200d"
+    assert clean_camera_name("") is None
+    with open_store("faiss", tmp_path) as store, pytest.raises(ValueError, match="line breaks"):
+        store.add_frame(width=8, height=8, camera="two\nlines")

@@ -1,9 +1,10 @@
 """Bulk ingest (`python -m ingest`): image folders and videos into a real service on
 127.0.0.1, interrupted and rerun, and the same pipeline on a local Ray instance.
 
-The videos are encoded here with PyAV from the synthetic frames the test model was trained on
-(`overfit_run`), two video frames per synthetic frame, so sampling every 0.5 s of a 4 fps video
-picks each synthetic frame once and a person crop from one of them finds its video frame.
+The videos are encoded here with PyAV from synthetic frames of the bundled demo model's kind
+(`demo_frames`; the service runs that model, no torch), two video frames per synthetic frame,
+so sampling every 0.5 s of a 4 fps video picks each synthetic frame once and a person crop
+from one of them finds its video frame.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 from ingest.client import Summary, Uploader
 from ingest.sources import Source, find_sources, read_frames
 from server.testing import REPOSITORY, ServerProcess
+from tests.conftest import DEMO_MODEL
 from tests.server.helpers import (
     MIN_DETECTION_SCORE,
     Frame,
@@ -33,8 +35,6 @@ from tests.server.helpers import (
     search,
     synthetic_frames,
 )
-
-pytestmark = pytest.mark.torch
 
 FPS = 4
 EVERY = 0.5  # seconds: every other video frame, i.e. each synthetic frame once
@@ -64,8 +64,8 @@ def rgb(frame: Frame) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def frames(overfit_run) -> list[Frame]:
-    return synthetic_frames(overfit_run.root)
+def frames(demo_frames) -> list[Frame]:
+    return synthetic_frames(demo_frames)
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +115,12 @@ def test_sampling_times_and_ids(video: Path, frames: list[Frame]) -> None:
 
 
 def test_video_through_a_service_that_starts_late(
-    video: Path, frames: list[Frame], overfit_run, tmp_path: Path
+    video: Path, frames: list[Frame], tmp_path: Path
 ) -> None:
     """The README's command: its first requests meet a closed port (then 503 while the model
     loads) and are retried; every sampled frame is stored, timed and searchable; a rerun
     stores nothing twice; a wrong API key stops the run."""
-    server = start_server(overfit_run.onnx_path, tmp_path / "data", api_key="secret")
+    server = start_server(DEMO_MODEL, tmp_path / "data", api_key="secret")
     command = [sys.executable, "-m", "ingest", str(video), "--url", server.url]
     command += ["--every", str(EVERY), "--batch", "3", "--api-key"]
     running = subprocess.Popen(
@@ -160,10 +160,10 @@ def test_video_through_a_service_that_starts_late(
 
 
 @pytest.fixture(scope="module")
-def archive(overfit_run, tmp_path_factory) -> Path:
+def archive(frames: list[Frame], tmp_path_factory) -> Path:
     """Every synthetic frame in a folder per camera, plus a broken JPEG and a text file."""
     root = tmp_path_factory.mktemp("archive")
-    for path in sorted((overfit_run.root / "frames").glob("*.jpg")):
+    for path in sorted(frame.path for frame in frames):
         camera = root / f"c{path.name[1]}"
         camera.mkdir(exist_ok=True)
         shutil.copy(path, camera / path.name)
@@ -185,17 +185,17 @@ class Interrupt:
 
 
 def test_folder_interrupted_then_rerun_stores_each_frame_once(
-    archive: Path, overfit_run, tmp_path: Path
+    archive: Path, frames: list[Frame], tmp_path: Path
 ) -> None:
     sources = find_sources([archive])
     images = [s for s in sources if s.path.name != "c1s1_broken.jpg"]
-    assert len(images) == len(sources) - 1 == len(list((overfit_run.root / "frames").iterdir()))
+    assert len(images) == len(sources) - 1 == len(frames)
     assert {s.camera for s in sources} == {p.name for p in archive.iterdir()}
 
     def frames():
         return (f for s in sources for f in read_frames(s, EVERY))
 
-    with start_server(overfit_run.onnx_path, tmp_path / "data", max_files=MAX_FILES) as server:
+    with start_server(DEMO_MODEL, tmp_path / "data", max_files=MAX_FILES) as server:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             first = Uploader(client, batch_size=3)
             with pytest.raises(KeyboardInterrupt):
@@ -230,7 +230,7 @@ def local_ray() -> Iterator[None]:
 
 
 def test_ray_pipeline_resumes_an_http_ingest_and_the_service_serves_it(
-    local_ray: None, video: Path, frames: list[Frame], overfit_run, tmp_path: Path
+    local_ray: None, video: Path, frames: list[Frame], tmp_path: Path
 ) -> None:
     """Two videos and a broken one on 2 detector actors; the first batches of one video were
     stored through the service before, and the pipeline leaves them out (same frame ids)."""
@@ -242,14 +242,14 @@ def test_ray_pipeline_resumes_an_http_ingest_and_the_service_serves_it(
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     sources = find_sources([video, plain, broken])
     data_dir = tmp_path / "data"
-    with start_server(overfit_run.onnx_path, data_dir) as server:
+    with start_server(DEMO_MODEL, data_dir) as server:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             before = Uploader(client, batch_size=3)
             with pytest.raises(KeyboardInterrupt):
                 before.send(read_frames(sources[0], EVERY), on_batch=Interrupt(1))
     assert before.summary.ingested == 3
 
-    model = ModelOptions(overfit_run.onnx_path, ("cpu",), MIN_DETECTION_SCORE)
+    model = ModelOptions(DEMO_MODEL, ("cpu",), MIN_DETECTION_SCORE)
     options = RayOptions(actors=2, actor_cpus=0.5, decode_cpus=0.5, batch_size=3)
     summary = ingest_on_ray(sources, data_dir, model, EVERY, options=options)
     expected = len(frames) + len(ramp) // 2
@@ -257,7 +257,7 @@ def test_ray_pipeline_resumes_an_http_ingest_and_the_service_serves_it(
     (refused,) = summary.refused
     assert refused.name == str(broken) and "cannot decode the video" in refused.detail
 
-    with start_server(overfit_run.onnx_path, data_dir) as server:
+    with start_server(DEMO_MODEL, data_dir) as server:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             stats = client.get("/gallery/stats").json()
             assert stats["frames"] == expected

@@ -1,5 +1,5 @@
-"""The HTTP service end to end: a real `python -m server` on 127.0.0.1, the model trained in
-this session (`overfit_run`), synthetic PRW frames, httpx as the client."""
+"""The HTTP service end to end: a real `python -m server` on 127.0.0.1, the bundled demo
+model (no torch), synthetic frames of its kind, httpx as the client."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from server.testing import ServerProcess
+from tests.conftest import DEMO_MODEL
 from tests.server.helpers import (
     MIN_DETECTION_SCORE,
     PROBLEM,
@@ -33,20 +34,18 @@ from tests.server.helpers import (
     synthetic_frames,
 )
 
-pytestmark = pytest.mark.torch
-
 MAX_FILES = 4
 MAX_UPLOAD_MB = 1
 
 
 @pytest.fixture(scope="module")
-def frames(overfit_run) -> list[Frame]:
-    return synthetic_frames(overfit_run.root)
+def frames(demo_frames) -> list[Frame]:
+    return synthetic_frames(demo_frames)
 
 
 @pytest.fixture(scope="module")
-def model_path(overfit_run) -> Path:
-    return overfit_run.onnx_path
+def model_path() -> Path:
+    return DEMO_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +232,7 @@ def test_large_uploads_answer_in_their_own_pixels(
     frame, person = labelled_person(frames)
     with Image.open(frame.path) as image:
         large = image.convert("RGB").resize((image.width * 3, image.height * 3))
-    files = [("files", ("large.png", encode(large, "PNG"), "image/png"))]
+    files = [("files", ("large.jpg", encode(large), "image/jpeg"))]
     response = client.post("/gallery", files=files, data={"frame_id": "large"})
     assert response.status_code == 201, response.text
     stored = response.json()["frames"][0]
@@ -241,7 +240,7 @@ def test_large_uploads_answer_in_their_own_pixels(
     boxes = np.array([d["box"] for d in stored["detections"]]).reshape(-1, 4)
     assert max(iou(box, frame.boxes[person] * 3) for box in boxes) >= 0.5
     x1, y1, x2, y2 = frame.boxes[person] * 3
-    query = search(client, encode(large, "PNG"), box=f"{x1},{y1},{x2},{y2}", top_k="3").json()
+    query = search(client, encode(large), box=f"{x1},{y1},{x2},{y2}", top_k="3").json()
     assert iou(query["query"]["box"], frame.boxes[person] * 3) >= 0.5
     assert client.delete("/gallery/frames/large").status_code == 204
 
@@ -471,10 +470,10 @@ def test_unknown_and_path_like_frame_ids(client: httpx.Client, gallery: dict) ->
 # ---- API key ---------------------------------------------------------------------------
 
 
-def test_api_key_guards_everything_but_health(overfit_run, tmp_path: Path) -> None:
+def test_api_key_guards_everything_but_health(tmp_path: Path) -> None:
     with (
         ServerProcess(
-            model=overfit_run.onnx_path,
+            model=DEMO_MODEL,
             data_dir=tmp_path,
             api_key="s3cret",
             min_detection_score=MIN_DETECTION_SCORE,

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from server.testing import ServerProcess
+from tests.conftest import DEMO_MODEL
 from tests.server.helpers import (
     MIN_DETECTION_SCORE,
     assert_problem,
@@ -24,12 +25,10 @@ from tests.server.helpers import (
     synthetic_frames,
 )
 
-pytestmark = pytest.mark.torch
-
 
 @pytest.fixture(scope="module")
-def model_path(overfit_run) -> Path:
-    return overfit_run.onnx_path
+def model_path() -> Path:
+    return DEMO_MODEL
 
 
 def start(model_path: Path, data_dir: Path, **settings: object) -> ServerProcess:
@@ -50,10 +49,10 @@ def found_frames(client: httpx.Client, query: bytes) -> set[str]:
 
 @pytest.mark.parametrize("backend", ["faiss", "milvus"])
 def test_restart_keeps_the_gallery(
-    overfit_run, model_path: Path, tmp_path: Path, backend: str
+    demo_frames, model_path: Path, tmp_path: Path, backend: str
 ) -> None:
     """Over real HTTP on each vector backend (Milvus: Milvus Lite, exact FLAT index)."""
-    frames = synthetic_frames(overfit_run.root)[:4]
+    frames = synthetic_frames(demo_frames)[:4]
     frame, person = labelled_person(frames)
     query = person_crop(frame, person)
     vectors = {"vector_backend": backend, "milvus_index": "flat"}
@@ -90,12 +89,12 @@ BATCH = 2  # frames per request: a batch is stored whole or not at all
 
 
 def test_sigkill_while_ingesting_loses_no_acknowledged_frame(
-    overfit_run, model_path: Path, tmp_path: Path
+    demo_frames, model_path: Path, tmp_path: Path
 ) -> None:
     """Killed KILLS times while ingesting batches: after each restart every acknowledged frame
     is there, every batch is there whole or not at all, the index agrees with SQLite; at the
     end every acknowledged frame with a person is found by a search."""
-    frames = synthetic_frames(overfit_run.root)
+    frames = synthetic_frames(demo_frames)
     data_dir = tmp_path / "data"
     acknowledged: list[str] = []
     sent: list[list[str]] = []  # every batch sent, acknowledged or not
@@ -192,10 +191,10 @@ def fill(disk: Path, name: str) -> None:
                 assert error.errno == errno.ENOSPC
 
 
-def test_a_full_disk(overfit_run, model_path: Path, small_disk: Path) -> None:
+def test_a_full_disk(demo_frames, model_path: Path, small_disk: Path) -> None:
     """A full disk answers 507 and stores nothing; the service restarts and serves on it
     (the index is rebuilt in memory, not saved); it stores again once there is room."""
-    frames = synthetic_frames(overfit_run.root)[:5]
+    frames = synthetic_frames(demo_frames)[:5]
     data_dir = small_disk / "data"
     server = start(model_path, data_dir)
     try:

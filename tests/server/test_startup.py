@@ -15,25 +15,26 @@ import onnxruntime as ort
 import pytest
 
 from gallery import GalleryStore
-from inference.engine import PROVIDERS, Engine
+from inference.engine import PROVIDERS, Engine, chosen_providers
 from server.settings import Settings
-from server.state import chosen_providers
 from server.testing import REPOSITORY, ServerProcess
+from tests.conftest import DEMO_MODEL
 
-pytestmark = pytest.mark.torch
 
-
-def test_default_providers_are_the_installed_ones(overfit_run, caplog) -> None:
+def test_default_providers_are_the_installed_ones(caplog) -> None:
     installed = set(ort.get_available_providers())
-    default = chosen_providers(Settings(providers=None))
+    default = chosen_providers(Settings(providers=None).provider_list)
     assert default and all(PROVIDERS[name] in installed for name in default)
     assert default[-1] == "cpu"
     with caplog.at_level(logging.WARNING, logger="inference.engine"):
-        Engine(overfit_run.onnx_path, default)
+        Engine(DEMO_MODEL, default)
     assert not caplog.records  # nothing asked for explicitly, nothing to warn about
     if "CUDAExecutionProvider" not in installed:  # asked for explicitly: say it is missing
         with caplog.at_level(logging.WARNING, logger="inference.engine"):
-            Engine(overfit_run.onnx_path, chosen_providers(Settings(providers="cuda,cpu")))
+            Engine(
+                DEMO_MODEL,
+                chosen_providers(Settings(providers="cuda,cpu").provider_list),
+            )
         assert "CUDAExecutionProvider" in caplog.text
 
 
@@ -43,7 +44,7 @@ def test_relative_paths_are_resolved_from_the_working_folder(tmp_path: Path) -> 
     assert settings.data_dir == Path.cwd() / "data"
 
 
-def test_banner_after_the_port_is_bound_and_the_ready_log(overfit_run, tmp_path: Path) -> None:
+def test_banner_after_the_port_is_bound_and_the_ready_log(tmp_path: Path) -> None:
     """With PS_PORT=0 the banner can only name the port once it is bound; the log says what
     the service serves from."""
     env = {
@@ -51,7 +52,7 @@ def test_banner_after_the_port_is_bound_and_the_ready_log(overfit_run, tmp_path:
         "PS_HOST": "127.0.0.1",
         "PS_PORT": "0",
         "PS_LOG_LEVEL": "info",
-        "PS_MODEL": str(overfit_run.onnx_path),
+        "PS_MODEL": str(DEMO_MODEL),
         "PS_DATA_DIR": str(tmp_path / "data"),
     }
     env.pop("PS_PROVIDERS", None)
@@ -87,9 +88,7 @@ def test_banner_after_the_port_is_bound_and_the_ready_log(overfit_run, tmp_path:
         process.wait(30)
 
 
-def test_a_missing_model_or_a_locked_data_folder_stops_the_process(
-    overfit_run, tmp_path: Path
-) -> None:
+def test_a_missing_model_or_a_locked_data_folder_stops_the_process(tmp_path: Path) -> None:
     missing = ServerProcess(
         log_path=tmp_path / "missing.log",
         model=tmp_path / "absent.onnx",
@@ -101,7 +100,7 @@ def test_a_missing_model_or_a_locked_data_folder_stops_the_process(
     with GalleryStore(tmp_path / "data-2", "another service", 4):  # holds the folder's lock
         locked = ServerProcess(
             log_path=tmp_path / "locked.log",
-            model=overfit_run.onnx_path,
+            model=DEMO_MODEL,
             data_dir=tmp_path / "data-2",
         )
         with pytest.raises(RuntimeError, match="server exited with 1") as raised:

@@ -1,9 +1,14 @@
-"""Turning uploaded bytes into RGB pixels, refusing anything that is not a sane image."""
+"""Turning uploaded bytes into RGB pixels, refusing anything that is not a sane image.
+
+Used by the service for uploads and by the bulk ingest on Ray, so both accept and refuse the
+same files. Refusals are ``ImageRejected`` errors whose ``kind`` names why; the service maps
+them to HTTP statuses (server/problems.py).
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -11,7 +16,6 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from inference.preprocess import fit_scale
-from server.problems import Problem
 
 # Formats a camera frame or a crop comes in. Restricting the list keeps PIL's rarer
 # decoders (and EPS, which shells out to Ghostscript) away from untrusted uploads.
@@ -20,11 +24,52 @@ FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF"
 SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
 MEDIA_TYPES = {
     ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
     ".png": "image/png",
     ".webp": "image/webp",
     ".bmp": "image/bmp",
     ".tif": "image/tiff",
+    ".tiff": "image/tiff",
 }
+
+
+class ImageRejected(ValueError):
+    """Bytes that are not a usable image; ``kind`` names why, ``detail`` says it to a person
+    (naming the upload)."""
+
+    kind = "unreadable-image"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class EmptyImage(ImageRejected):
+    kind = "empty-file"
+
+
+class NotAnImage(ImageRejected):
+    """Not a file of a supported format."""
+
+    kind = "not-an-image"
+
+
+class UnreadableImage(ImageRejected):
+    """A supported format's file that cannot be decoded (truncated, damaged, no pixels)."""
+
+    kind = "unreadable-image"
+
+
+class ImageTooLarge(ImageRejected):
+    """More pixels than the limit allows."""
+
+    kind = "image-too-large"
+
+
+class AnimatedImage(ImageRejected):
+    """Several frames or pages where one still frame is expected."""
+
+    kind = "animated-image"
 
 
 @dataclass(frozen=True)
@@ -38,22 +83,19 @@ class DecodedImage:
     width: int
     height: int
 
-    def _ratios(self) -> np.ndarray:
+    @property
+    def shrunk(self) -> bool:
+        return self.pixels.shape[:2] != (self.height, self.width)
+
+    def ratios(self) -> np.ndarray:
+        """(x, y, x, y) factors from `pixels` coordinates to the upload's own."""
         held_h, held_w = self.pixels.shape[:2]
         return np.array([self.width / held_w, self.height / held_h] * 2, dtype=np.float32)
 
-    def to_pixels(self, box: Sequence[float]) -> tuple[float, ...]:
-        """A box in uploaded-image coordinates, in `pixels` coordinates."""
-        return tuple((np.asarray(box, dtype=np.float32) / self._ratios()).tolist())
-
-    def to_original(self, boxes: np.ndarray) -> np.ndarray:
-        """Boxes [N,4] in `pixels` coordinates, in uploaded-image coordinates."""
-        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * self._ratios()
-
 
 def image_size(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
-    """Width and height from the header alone; a Problem for anything decode_image refuses
-    before decoding (not an image, no pixels, over max_pixels)."""
+    """Width and height from the header alone; ImageRejected for anything decode_image
+    refuses before decoding (not an image, no pixels, over max_pixels)."""
     _refuse_empty(data, name)
     with _opened(data, name, max_pixels) as image:
         return image.size
@@ -62,10 +104,10 @@ def image_size(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
 def decode_image(
     data: bytes, name: str, max_pixels: int, fit: tuple[int, int] | None = None
 ) -> DecodedImage:
-    """Decode `data`; bad input raises a Problem naming the upload (`name`).
+    """Decode `data`; bad input raises ImageRejected naming the upload (`name`).
 
     The pixel count is checked from the header before any pixel is decoded, so a
-    decompression bomb costs nothing; it answers 413 like any other too-large upload.
+    decompression bomb costs nothing; it is ImageTooLarge like any other.
     EXIF orientation is applied so boxes match the image as viewers show it.
 
     With `fit` (a model card's max_size: long side, short side), an image larger than that is
@@ -92,16 +134,14 @@ def decode_image(
             raise _over_pillow_limit(name, max_pixels) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             # PIL reports truncated or corrupt data as OSError/SyntaxError/ValueError.
-            raise Problem(
-                422, "unreadable-image", f"{name}: cannot decode the image ({exc})"
-            ) from exc
+            raise UnreadableImage(f"{name}: cannot decode the image ({exc})") from exc
     # Leaving the block closed `opened`, which frees its full-size pixels at once.
     return DecodedImage(pixels, data, suffix, width, height)
 
 
 def _refuse_empty(data: bytes, name: str) -> None:
     if not data:
-        raise Problem(422, "empty-file", f"{name}: the file is empty")
+        raise EmptyImage(f"{name}: the file is empty")
 
 
 @contextmanager
@@ -112,33 +152,25 @@ def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[Image.Image]:
     except UnidentifiedImageError as exc:
         if data.startswith(SIGNATURES) or (data[:4], data[8:12]) == (b"RIFF", b"WEBP"):
             # A supported format's file that Pillow cannot open: damaged (e.g. no pixels).
-            raise Problem(422, "unreadable-image", f"{name}: cannot read the image header") from exc
-        raise Problem(
-            415, "not-an-image", f"{name}: not an image in a supported format {sorted(FORMATS)}"
-        ) from exc
+            raise UnreadableImage(f"{name}: cannot read the image header") from exc
+        raise NotAnImage(f"{name}: not an image in a supported format {sorted(FORMATS)}") from exc
     except Image.DecompressionBombError as exc:
         raise _over_pillow_limit(name, max_pixels) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise Problem(422, "unreadable-image", f"{name}: cannot read the image ({exc})") from exc
+        raise UnreadableImage(f"{name}: cannot read the image ({exc})") from exc
     with image:
         _check_pixels(image.size, name, max_pixels)
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
-            raise Problem(
-                422,
-                "animated-image",
-                f"{name}: an animated or multi-page image ({frames} frames); send one still frame",
+            raise AnimatedImage(
+                f"{name}: an animated or multi-page image ({frames} frames); send one still frame"
             )
         yield image
 
 
-def _over_pillow_limit(name: str, max_pixels: int) -> Problem:
-    # Pillow's own guard (far above PS_MAX_PIXELS) fires while opening; cite ours.
-    return Problem(
-        413,
-        "image-too-large",
-        f"{name}: the image is over the limit of {max_pixels} pixels (PS_MAX_PIXELS)",
-    )
+def _over_pillow_limit(name: str, max_pixels: int) -> ImageTooLarge:
+    # Pillow's own guard (far above the limit) fires while opening; cite ours.
+    return ImageTooLarge(f"{name}: the image is over the limit of {max_pixels} pixels")
 
 
 def _fitted_size(width: int, height: int, fit: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -170,11 +202,8 @@ def _shrunk_rgb(image: Image.Image, target: tuple[int, int] | None) -> Image.Ima
 def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
     width, height = size
     if width <= 0 or height <= 0:
-        raise Problem(422, "unreadable-image", f"{name}: image has no pixels ({width}x{height})")
+        raise UnreadableImage(f"{name}: image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise Problem(
-            413,
-            "image-too-large",
-            f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
-            f"{max_pixels} (PS_MAX_PIXELS)",
+        raise ImageTooLarge(
+            f"{name}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels}"
         )
