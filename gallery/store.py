@@ -423,6 +423,60 @@ class GalleryStore:
         )
         return {row[0] for row in rows}
 
+    def frames_to_reembed(self, limit: int, after: str | None = None) -> list[FrameRecord]:
+        """Up to ``limit`` frames embedded by another model, in frame-id order after ``after``
+        (a re-embedding run passes over frames it could not read by moving on)."""
+        rows = self._reader().execute(
+            "SELECT id FROM frames WHERE model_id != ? AND id > ? ORDER BY id LIMIT ?",
+            (self.model_id, after or "", int(limit)),
+        ).fetchall()
+        return [record for (frame_id,) in rows if (record := self.get_frame(frame_id))]
+
+    def reembed_frames(self, frames: Sequence[tuple[str, Sequence[DetectionInput | tuple]]]) -> int:
+        """Replace the detections of stored frames with this model's (frame id, detections),
+        in one transaction, and index them; the frames' images and other fields stay. Frames
+        deleted meanwhile are passed over. Returns how many frames were re-embedded."""
+        prepared = [
+            (frame_id, [coerce_detection(item, self.dim) for item in detections])
+            for frame_id, detections in frames
+        ]
+        with self._write_lock:
+            self._check_open()
+            connection = self._writer
+            records: list[FrameRecord] = []
+            vectors: list[np.ndarray] = []
+            with _transaction(connection):
+                for frame_id, detections in prepared:
+                    updated = connection.execute(
+                        "UPDATE frames SET model_id = ? WHERE id = ?", (self.model_id, frame_id)
+                    )
+                    if updated.rowcount == 0:
+                        continue
+                    connection.execute("DELETE FROM detections WHERE frame_id = ?", (frame_id,))
+                    first_id = self._last_detection_id() + 1
+                    connection.executemany(
+                        "INSERT INTO detections (frame_id, x1, y1, x2, y2, score, embedding,"
+                        " model_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            (frame_id, *d.box, d.score, d.embedding.tobytes(), self.model_id)
+                            for d in detections
+                        ],
+                    )
+                    stored = tuple(
+                        DetectionRecord(first_id + i, d.box, d.score)
+                        for i, d in enumerate(detections)
+                    )
+                    record = self._frame_record(connection, frame_id)
+                    records.append(dataclasses.replace(record, detections=stored))
+                    vectors += [d.embedding for d in detections]
+            matrix = np.array(vectors, dtype=np.float32).reshape(-1, self.dim)
+            self._vectors.add(_vector_rows(records, matrix))
+        return len(records)
+
+    def _frame_record(self, connection: sqlite3.Connection, frame_id: str) -> FrameRecord:
+        row = connection.execute(_FRAME_ROW, (frame_id,)).fetchone()
+        return FrameRecord(*row)
+
     def frame_ids(self, prefix: str) -> set[str]:
         """Stored frame ids that start with `prefix` (a bulk ingest skips what it stored).
 

@@ -24,6 +24,10 @@ class FrameOut(BaseModel):
     width: int
     height: int
     model_id: str
+    searchable: bool = Field(
+        description="embedded by the model this service searches with; false until a frame "
+        "another model embedded is re-embedded (GET /gallery/stats: reembed_pending)"
+    )
     created_at: float
     image_url: str
     detections: list[DetectionOut]
@@ -78,8 +82,13 @@ class SearchOut(BaseModel):
 class StatsOut(BaseModel):
     model_id: str
     dim: int
-    frames: int
-    detections: int
+    frames: int = Field(description="frames stored, as GET /gallery/frames lists them")
+    detections: int = Field(description="detections stored")
+    searchable_frames: int = Field(description="frames embedded by this model, searched")
+    reembed_pending: int = Field(
+        description="frames another model embedded, not searched until re-embedded (the "
+        "service does it in the background when PS_REEMBED is on)"
+    )
     index_type: str
     index_size: int
     index_origin: str

@@ -31,6 +31,11 @@ class Settings(GallerySettings):
         description="stored frames a crop query (no box) is placed into and embedded in, the "
         "placements averaged; 0 embeds the crop alone (docs/ARCHITECTURE.md, 'Crop queries')",
     )
+    reembed: bool = Field(
+        True,
+        description="re-embed, in the background, stored frames that another model embedded "
+        "(after a model change); off: they stay unsearched until `python -m ingest.reembed`",
+    )
     max_batch: int = Field(
         8, ge=1, description="most frames (of any requests) in one batch of ingest detections"
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from gallery.store import GalleryStore
 from inference.engine import Detections, Engine, Image, chosen_providers
+from ingest.reembed import reembed
 from server.batcher import Batcher
 from server.budget import PixelBudget
 from server.metrics import Metrics
@@ -44,6 +46,9 @@ class ServiceState:
         # reuses them (docs/BENCHMARKS.md: 8 concurrent 40-Mpixel searches peaked at 672 MiB
         # on request threads, 507 MiB on these).
         self.decode_pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
+        # Re-embedding the frames another model embedded (PS_REEMBED), in the background.
+        self.reembedding: threading.Thread | None = None
+        self._stop_reembedding = threading.Event()
 
     @property
     def ready(self) -> bool:
@@ -75,6 +80,7 @@ class ServiceState:
             )
             self.engine = engine
             self._log_ready(engine, self.store)
+            self._start_reembedding(engine, self.store)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the service could not load its model or gallery")
@@ -97,6 +103,50 @@ class ServiceState:
             stats.index_origin,
             "required" if self.settings.api_key else "off (PS_API_KEY unset)",
         )
+
+    def _start_reembedding(self, engine: Engine, store: GalleryStore) -> None:
+        pending = sum(counts["frames"] for counts in store.stats().other_models.values())
+        if pending == 0:
+            return
+        if not self.settings.reembed:
+            log.warning(
+                "%d stored frames were embedded by another model and are not searched; "
+                "re-embed them with `python -m ingest.reembed` (service stopped) or restart "
+                "with PS_REEMBED=on",
+                pending,
+            )
+            return
+        log.warning(
+            "%d stored frames were embedded by another model: re-embedding them with %s in the "
+            "background (GET /gallery/stats: reembed_pending)",
+            pending,
+            engine.model.model_id,
+        )
+
+        def detect(images: Sequence[Image]) -> list[Detections]:
+            # on the inference pool: PS_INFERENCE_THREADS bounds it with the requests' runs
+            return self.inference_pool.submit(engine.detect_batch, images).result()
+
+        def run() -> None:
+            try:
+                summary = reembed(
+                    store,
+                    detect,
+                    engine.card.max_size,
+                    self.settings.max_pixels,
+                    stop=self._stop_reembedding,
+                )
+                log.info(
+                    "re-embedded %d frames (%d unreadable)",
+                    summary.reembedded,
+                    len(summary.unreadable),
+                )
+            except Exception:
+                if not self._stop_reembedding.is_set():
+                    log.exception("re-embedding stopped; it resumes at the next start")
+
+        self.reembedding = threading.Thread(target=run, name="reembed", daemon=True)
+        self.reembedding.start()
 
     async def infer(self, kind: str, function: Callable[[], T]) -> T:
         """Run `function` on the inference pool, timing it under `kind`."""
@@ -121,6 +171,9 @@ class ServiceState:
         return await asyncio.get_running_loop().run_in_executor(self.decode_pool, function)
 
     def close(self) -> None:
+        self._stop_reembedding.set()
+        if self.reembedding is not None:
+            self.reembedding.join()
         if self.detector is not None:
             self.detector.close()
         self.inference_pool.shutdown(wait=True)

@@ -136,9 +136,20 @@ def _new_frame_id() -> str:
 
 @router.get("/stats", response_model=StatsOut, responses=problem_responses(503))
 async def gallery_stats(ready: ReadyDep) -> StatsOut:
-    """Counts of stored frames and detections, and the index that serves them."""
+    """Counts of stored frames and detections, how many are searched with this model (the
+    rest wait to be re-embedded), and the index that serves them."""
     stats = await run_in_threadpool(ready.store.stats)
-    return StatsOut(**asdict(stats))
+    pending = sum(counts["frames"] for counts in stats.other_models.values())
+    return StatsOut(
+        **asdict(stats)
+        | {
+            "frames": stats.frames + pending,
+            "detections": stats.detections
+            + sum(counts["detections"] for counts in stats.other_models.values()),
+            "searchable_frames": stats.frames,
+            "reembed_pending": pending,
+        }
+    )
 
 
 @router.get(
@@ -219,6 +230,7 @@ def frame_out(request: Request, record: FrameRecord) -> FrameOut:
         width=record.width,
         height=record.height,
         model_id=record.model_id,
+        searchable=record.model_id == request.app.state.service.store.model_id,
         created_at=record.created_at,
         image_url=_image_url(request, record.frame_id),
         detections=[DetectionOut(id=d.id, box=d.box, score=d.score) for d in record.detections],

@@ -149,8 +149,14 @@ async def _stored_query(ready: Ready, detection_id: int) -> tuple[np.ndarray, Qu
         raise Problem(
             409,
             "other-model",
-            f"detection {detection_id} was embedded by model {stored.model_id}; "
-            f"this service searches with {ready.store.model_id}",
+            f"detection {detection_id} was embedded by model {stored.model_id}; this service "
+            f"searches with {ready.store.model_id}. "
+            + (
+                "Its frame is being re-embedded in the background; search again when "
+                "GET /gallery/stats says reembed_pending 0."
+                if ready.state.settings.reembed
+                else "Re-embed the stored frames with `python -m ingest.reembed` (PS_REEMBED=off)."
+            ),
         )
     found = stored.detection
     return stored.embedding, QueryOut(
