@@ -40,7 +40,13 @@ from gallery.records import (
     normalise,
 )
 from gallery.schema import connect, migrate
-from gallery.vectors import FaissConfig, MilvusConfig, VectorConfig, VectorRows, open_vectors
+from gallery.vectors import (
+    FaissConfig,
+    MilvusConfig,
+    VectorBackend,
+    VectorConfig,
+    VectorRows,
+)
 
 DB_NAME = "gallery.sqlite3"
 LOCK_NAME = "gallery.lock"
@@ -100,7 +106,7 @@ class GalleryStore:
             self._register_model()
             self.files = FrameFiles(self.data_dir)
             self.files.sweep(self._image_paths())
-            self._vectors = open_vectors(
+            self._vectors = _open_vectors(
                 self.vector_config, self._writer, self.data_dir, self.model_id, self.dim
             )
         except BaseException:
@@ -426,10 +432,14 @@ class GalleryStore:
     def frames_to_reembed(self, limit: int, after: str | None = None) -> list[FrameRecord]:
         """Up to ``limit`` frames embedded by another model, in frame-id order after ``after``
         (a re-embedding run passes over frames it could not read by moving on)."""
-        rows = self._reader().execute(
-            "SELECT id FROM frames WHERE model_id != ? AND id > ? ORDER BY id LIMIT ?",
-            (self.model_id, after or "", int(limit)),
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT id FROM frames WHERE model_id != ? AND id > ? ORDER BY id LIMIT ?",
+                (self.model_id, after or "", int(limit)),
+            )
+            .fetchall()
+        )
         return [record for (frame_id,) in rows if (record := self.get_frame(frame_id))]
 
     def reembed_frames(self, frames: Sequence[tuple[str, Sequence[DetectionInput | tuple]]]) -> int:
@@ -506,6 +516,25 @@ class GalleryStore:
             self._vectors.origin,
             per_model,
         )
+
+
+def _open_vectors(
+    config: VectorConfig,
+    connection: sqlite3.Connection,
+    data_dir: Path,
+    model_id: str,
+    dim: int,
+) -> VectorBackend:
+    """Open the configured index of model_id's vectors, in line with SQLite. `connection` is
+    the store's writer: the backend reads SQLite through it only under the store's write lock."""
+    if isinstance(config, MilvusConfig):
+        # pymilvus takes seconds to import: only galleries that use Milvus pay for it.
+        from gallery.milvus_vectors import MilvusVectors
+
+        return MilvusVectors(config, connection, model_id, dim)
+    from gallery.faiss_vectors import FaissVectors
+
+    return FaissVectors(config, connection, data_dir, model_id, dim)
 
 
 def _in_frames_dir(relative: str) -> bool:

@@ -1,4 +1,7 @@
-"""Bring the derived FAISS index in line with SQLite: load, catch up, or rebuild.
+"""Bring a derived vector index in line with SQLite: load, catch up, or rebuild.
+
+The counting and id helpers serve both backends (Milvus catches up with them too); loading,
+catching up and rebuilding a saved index file are FAISS's.
 
 SQLite wins. A saved index may lag it (frames added or deleted after the last save); it is
 caught up by adding rows above its watermark and removing ids whose rows are gone. Anything

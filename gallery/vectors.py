@@ -2,15 +2,14 @@
 
 SQLite is the source of truth. A vector index holds one model's embeddings keyed by detection
 id; it is derived from SQLite, and brought in line with it (loaded, caught up or rebuilt) when
-it is opened. The store picks the implementation by the type of its config.
+it is opened. The store (gallery/store.py) picks the implementation by the type of its config;
+this module names the interface only, so it imports neither implementation.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -128,22 +127,3 @@ class VectorBackend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def open_vectors(
-    config: VectorConfig,
-    connection: sqlite3.Connection,
-    data_dir: Path,
-    model_id: str,
-    dim: int,
-) -> VectorBackend:
-    """Open the configured index of model_id's vectors, in line with SQLite. `connection` is
-    the store's writer: the backend reads SQLite through it only under the store's write lock."""
-    if isinstance(config, MilvusConfig):
-        # pymilvus takes seconds to import: only galleries that use Milvus pay for it.
-        from gallery.milvus_vectors import MilvusVectors
-
-        return MilvusVectors(config, connection, model_id, dim)
-    from gallery.faiss_vectors import FaissVectors
-
-    return FaissVectors(config, connection, data_dir, model_id, dim)
