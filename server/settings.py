@@ -34,7 +34,7 @@ class Settings(GallerySettings):
     reembed: bool = Field(
         True,
         description="re-embed, in the background, stored frames that another model embedded "
-        "(after a model change); off: they stay unsearched until `python -m ingest.reembed`",
+        "(after a model change); off: they stay unsearched until `python -m gallery.reembed`",
     )
     max_batch: int = Field(
         8, ge=1, description="most frames (of any requests) in one batch of ingest detections"

@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from gallery.reembed import reembed
 from gallery.store import GalleryStore
 from inference.engine import Detections, Engine, Image, chosen_providers
-from ingest.reembed import reembed
 from server.batcher import Batcher
 from server.budget import PixelBudget
 from server.metrics import Metrics
@@ -111,7 +111,7 @@ class ServiceState:
         if not self.settings.reembed:
             log.warning(
                 "%d stored frames were embedded by another model and are not searched; "
-                "re-embed them with `python -m ingest.reembed` (service stopped) or restart "
+                "re-embed them with `python -m gallery.reembed` (service stopped) or restart "
                 "with PS_REEMBED=on",
                 pending,
             )

@@ -155,7 +155,7 @@ async def _stored_query(ready: Ready, detection_id: int) -> tuple[np.ndarray, Qu
                 "Its frame is being re-embedded in the background; search again when "
                 "GET /gallery/stats says reembed_pending 0."
                 if ready.state.settings.reembed
-                else "Re-embed the stored frames with `python -m ingest.reembed` (PS_REEMBED=off)."
+                else "Re-embed the stored frames: `python -m gallery.reembed` (PS_REEMBED=off)."
             ),
         )
     found = stored.detection

@@ -44,6 +44,7 @@ DISTRIBUTIONS = {
     "prometheus_client": "prometheus-client",
     "pydantic_settings": "pydantic-settings",
     "pymilvus": "pymilvus",
+    "tqdm": "tqdm",
     "milvus_lite": "milvus-lite",
 }
 PROJECT_PACKAGES = ("server", "gallery", "inference", "training", "galw", "benchmarks")

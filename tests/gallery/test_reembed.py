@@ -1,5 +1,5 @@
 """A model change: the frames another model embedded are re-embedded from their stored images,
-by `python -m ingest.reembed` (service stopped) or by the service in the background; until then
+by `python -m gallery.reembed` (service stopped) or by the service in the background; until then
 stats, listing and search agree on what is searchable and say what to do."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from gallery import FrameImage, FrameInput, GalleryStore
+from gallery.reembed import main as reembed_main
+from gallery.reembed import reembed
 from inference.engine import Engine
-from ingest.reembed import main as reembed_main
-from ingest.reembed import reembed
 from server.testing import ServerProcess
 from tests.conftest import DEMO_MODEL
 from tests.server.helpers import assert_problem
@@ -106,7 +106,7 @@ def test_without_reembedding_the_three_agree_and_say_what_to_do(
             assert not any(frame["searchable"] for frame in listed)
             stale = listed[0]["detections"][0]["id"]
             body = assert_problem(client.post("/search", data={"detection_id": str(stale)}), 409)
-            assert "python -m ingest.reembed" in body["detail"]
+            assert "python -m gallery.reembed" in body["detail"]
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 is decoded from its stored image, detected and embedded again, and its detections replaced.
 
 The service does this by itself in the background after a model change (PS_REEMBED, on by
-default), while it serves; ``python -m ingest.reembed`` does it with the service stopped, e.g.
+default), while it serves; ``python -m gallery.reembed`` does it with the service stopped, e.g.
 before switching a large gallery over. Either is resumable: each batch commits on its own, and
 what is left is exactly the frames still embedded by another model.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gallery.store import GalleryStore
-from inference.engine import Detections, Engine
+from inference.engine import Detections
 from inference.imaging import DecodedImage, ImageRejected, decode_image
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     from gallery.records import StoreLocked
     from gallery.settings import GallerySettings
     from inference.card import ModelError
-    from inference.engine import chosen_providers
+    from inference.engine import Engine, chosen_providers
 
     settings = GallerySettings()
     parser = argparse.ArgumentParser(
-        prog="python -m ingest.reembed",
+        prog="python -m gallery.reembed",
         description="Re-embed the stored frames with the model the service will serve (stop "
         "the service first; it also does this by itself in the background when PS_REEMBED=on).",
     )
