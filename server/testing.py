@@ -47,6 +47,9 @@ class ServerProcess:
 
     def start(self, ready_timeout: float = 60.0) -> ServerProcess:
         """Start and wait until /readyz answers 200; raise with the log if it never does."""
+        if self.process is not None and self.process.poll() is None:
+            # a second process would replace the first, which then runs on unstopped
+            raise RuntimeError("this server is already running")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server"],

@@ -130,7 +130,7 @@ def test_video_through_a_service_that_starts_late(
         stderr=subprocess.PIPE,
         text=True,
     )
-    with server.start():
+    with server:  # __enter__ starts it: the command began first, against a closed port
         out, err = running.communicate(timeout=300)
         assert running.returncode == 0, out + err
         assert "retrying" in err
